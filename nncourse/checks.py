@@ -1,0 +1,536 @@
+"""Checks run by the hidden tests: each compares a student's function with the reference and names well-known mistakes."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import io
+import re
+import warnings
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from nncourse import references
+
+ASSIGNMENT = "simple_nn"
+ACTIVATIONS = ("logistic", "tanh", "relu")
+COSTS = ("cross_entropy", "mean_squared_error")
+
+# What each graded function may call. The hidden tests put the reference versions of these
+# names in place while they test the function, so that a mistake costs points only once.
+DEPENDENCIES: dict[str, tuple[str, ...]] = {
+    "logistic": (),
+    "tanh": (),
+    "relu": (),
+    "cross_entropy": (),
+    "mean_squared_error": (),
+    "gradient_descent": ACTIVATIONS + COSTS,
+    "forward_pass_one_hidden": ACTIVATIONS,
+    "backprop_one_hidden": (*ACTIVATIONS, *COSTS, "forward_pass"),
+    "forward_pass_any_depth": ACTIVATIONS,
+    "backprop_any_depth": (*ACTIVATIONS, *COSTS, "forward_pass"),
+}
+
+Array = np.ndarray
+_MISSING = object()
+# name -> (the student's value it replaced, the reference put in its place)
+_installed: dict[str, tuple[Any, Any]] = {}
+
+
+def reference(function_id: str, name: str | None = None) -> Any:
+    """Return the reference function `name` as the notebook defines it at the cell `function_id`."""
+    scope = references.namespace(ASSIGNMENT, function_id)
+    return scope[name or re.sub(r"_(one_hidden|any_depth)$", "", function_id)]
+
+
+def isolate(user_ns: dict[str, Any], function_id: str) -> None:
+    """Put reference versions of everything function_id depends on into the notebook's namespace."""
+    restore(user_ns)
+    for name in DEPENDENCIES[function_id]:
+        ref = reference(function_id, name)
+        _installed[name] = (user_ns.get(name, _MISSING), ref)
+        user_ns[name] = ref
+
+
+def restore(user_ns: dict[str, Any]) -> None:
+    """Give the student's own definitions back, except those the student has redefined since."""
+    for name, (original, installed) in _installed.items():
+        if user_ns.get(name) is not installed:
+            continue
+        if original is _MISSING:
+            del user_ns[name]
+        else:
+            user_ns[name] = original
+    _installed.clear()
+
+
+# ---------------------------------------------------------------------------------------------
+# Plumbing shared by the checks
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Silence what student code prints or warns: nbgrader counts any stderr as a failure."""
+    with (
+        contextlib.redirect_stdout(io.StringIO()),
+        warnings.catch_warnings(),
+        np.errstate(all="ignore"),
+    ):
+        warnings.simplefilter("ignore")
+        yield
+
+
+def _call(label: str, function: Callable[..., Any], *args: Any) -> Any:
+    """Call student code quietly; turn its exceptions into a failure that says which call raised."""
+    with _quiet():
+        try:
+            return function(*args)
+        except Exception as error:  # noqa: BLE001 - any error of student code is a failed check
+            raise AssertionError(f"{label} raised {type(error).__name__}: {error}") from None
+
+
+def _array(label: str, value: Any, shape: tuple[int, ...]) -> Array:
+    """Return value as a float array of the given shape, or fail saying what came back."""
+    try:
+        result = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise AssertionError(f"{label} should be numbers, got {type(value).__name__}") from None
+    if result.shape != tuple(shape):
+        raise AssertionError(f"{label} should have shape {tuple(shape)}, got {result.shape}")
+    return result
+
+
+def _number(label: str, value: Any) -> float:
+    """Return value as one float, or fail: costs are a single number."""
+    try:
+        result = np.asarray(value, dtype=float)
+    except (TypeError, ValueError):
+        raise AssertionError(f"{label} should be a number, got {type(value).__name__}") from None
+    if result.size != 1:
+        raise AssertionError(
+            f"{label} should be a single number (the mean over the examples), "
+            f"got an array of shape {result.shape}"
+        )
+    return float(result.reshape(()))
+
+
+def _unpack(label: str, result: Any, count: int) -> tuple[Any, ...]:
+    """Check that a function returned `count` values and return them."""
+    if not isinstance(result, (tuple, list)) or len(result) != count:
+        got = f"{len(result)} values" if isinstance(result, (tuple, list)) else type(result).__name__
+        raise AssertionError(f"{label} should return {count} values, got {got}")
+    return tuple(result)
+
+
+def _close(got: Any, want: Any, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
+    """Whether two arrays have the same shape and values within tolerance."""
+    got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
+    return got.shape == want.shape and bool(np.allclose(got, want, rtol=rtol, atol=atol))
+
+
+def _show(value: Any) -> str:
+    """Format an array briefly for a failure message."""
+    return np.array2string(np.asarray(value, dtype=float), precision=4, threshold=8, edgeitems=2)
+
+
+def _mismatch(label: str, got: Any, want: Any, hint: str | None = None) -> AssertionError:
+    """Build the failure for a wrong value: what was checked, expected and returned, and why."""
+    message = f"{label}: expected {_show(want)}, got {_show(got)}"
+    return AssertionError(message + (f". {hint}" if hint else ""))
+
+
+def _numerical_gradient(cost: Callable[[], float], params: Sequence[Array]) -> list[Array]:
+    """Central finite differences of cost() with respect to every entry of params (changed in place, then restored)."""
+    eps = 1e-6
+    grads = []
+    for param in params:
+        grad = np.zeros_like(param)
+        for index in np.ndindex(param.shape):
+            kept = param[index]
+            param[index] = kept + eps
+            up = cost()
+            param[index] = kept - eps
+            down = cost()
+            param[index] = kept
+            grad[index] = (up - down) / (2 * eps)
+        grads.append(grad)
+    return grads
+
+
+# ---------------------------------------------------------------------------------------------
+# Activations and costs
+
+
+def _activation_inputs() -> list[Array]:
+    """Inputs the students have not seen, the kink of relu included."""
+    rng = np.random.default_rng(7)
+    return [np.array([0.0, 1e-3, -1e-3, 4.0]), rng.normal(scale=3, size=7), rng.normal(scale=2, size=(4, 3))]
+
+
+def activation_values(function: Callable[..., Any], name: str) -> None:
+    """The activation `name` matches the reference elementwise and leaves its input unchanged."""
+    ref = reference(name)
+    for x in _activation_inputs():
+        given = x.copy()
+        got = _array(f"{name}(x) for x of shape {x.shape}", _call(f"{name}(x)", function, given), x.shape)
+        if not np.array_equal(given, x):
+            raise AssertionError(f"{name}(x) changed its input array x: compute a new array instead")
+        if not _close(got, ref(x)):
+            hint = None
+            if name == "logistic" and _close(got, 1 / (1 + np.exp(x))):
+                hint = "That is 1 / (1 + e^x): check the sign of the exponent"
+            raise _mismatch(f"{name}(x) at x = {_show(x)}", got, ref(x), hint)
+
+
+def activation_derivative(function: Callable[..., Any], name: str) -> None:
+    """The derivative of activation `name`, at the pre-activation x, matches the reference."""
+    ref = reference(name)
+    for x in _activation_inputs():
+        label = f"{name}(x, deriv=True) at x = {_show(x)}"
+        got = _array(label, _call(label, function, x.copy(), True), x.shape)
+        want = ref(x, True)
+        if _close(got, want):
+            continue
+        if _close(got, ref(ref(x), True)):
+            hint = (f"You evaluated the derivative at the activation {name}(x) instead of at x: "
+                    "the derivative takes the pre-activation")
+        elif _close(got, ref(x)):
+            hint = "deriv=True returned the function's value, not its derivative"
+        elif name == "relu" and _close(got[x != 0], want[x != 0]):
+            hint = "By the course's convention, relu'(0) = 0"
+        else:
+            hint = None
+        raise _mismatch(label, got, want, hint)
+
+
+def _cost_inputs() -> list[tuple[Array, Array]]:
+    """Predictions and labels, as flat vectors and as columns."""
+    rng = np.random.default_rng(13)
+    cases = []
+    for shape in [(6,), (9, 1)]:
+        cases.append((rng.uniform(0.05, 0.95, size=shape), rng.integers(0, 2, size=shape).astype(float)))
+    return cases
+
+
+def cost_value(function: Callable[..., Any], name: str) -> None:
+    """The cost `name` is the mean of the per-example losses, one number."""
+    ref = reference(name)
+    for y_preds, y in _cost_inputs():
+        label = f"{name}(y_preds, y) for {len(y)} examples of shape {y.shape}"
+        got = _number(label, _call(label, function, y_preds.copy(), y.copy()))
+        want = ref(y_preds, y)
+        if np.isclose(got, want, rtol=1e-6):
+            continue
+        if np.isclose(got, want * len(y), rtol=1e-6):
+            hint = "That is the sum over the examples: the cost is their mean"
+        elif np.isclose(got, -want, rtol=1e-6):
+            hint = "The sign is flipped: a cost is never negative"
+        else:
+            hint = None
+        raise _mismatch(label, got, want, hint)
+
+
+def cost_derivative(function: Callable[..., Any], name: str) -> None:
+    """The derivative of cost `name` is each example's loss derivative with respect to its prediction."""
+    ref = reference(name)
+    for y_preds, y in _cost_inputs():
+        label = f"{name}(y_preds, y, deriv=True) for y of shape {y.shape}"
+        got = _array(label, _call(label, function, y_preds.copy(), y.copy(), True), y.shape)
+        want = ref(y_preds, y, True)
+        if _close(got, want):
+            continue
+        if _close(got, want / len(y)):
+            hint = ("You divided by the number of examples: deriv=True gives each example's own "
+                    "derivative; the averaging happens when you compute the gradient")
+        elif _close(got, -want):
+            hint = "The sign is flipped"
+        elif name == "cross_entropy" and _close(got, y_preds - y):
+            hint = ("y_pred - y is the derivative with respect to the logistic unit's input z, "
+                    "after multiplying by the logistic derivative; here we need the derivative "
+                    "with respect to y_pred itself")
+        elif name == "mean_squared_error" and _close(got, y_preds - y):
+            hint = "The derivative of (y_pred - y)^2 has a factor 2"
+        else:
+            hint = None
+        raise _mismatch(label, got, want, hint)
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient steps
+
+MISTAKES = {
+    "sum": "the step is m times too large: you summed the gradient over the examples instead of "
+           "averaging it",
+    "sign": "the step goes up the gradient instead of down: check the sign of the update",
+    "frozen": "the parameters did not change: return the updated parameters",
+    "double_logistic_derivative": "you multiplied y_pred - y by the logistic derivative: y_pred - y "
+                                  "already is the derivative with respect to z; chain "
+                                  "cost_f(A, y, deriv=True) with the activation derivative instead",
+    "updated_weights": "the error was propagated through weights already updated in this epoch: "
+                       "compute every layer's delta before changing any weight",
+    "derivative_of_activation": "the activation derivative was evaluated at the activations A "
+                                "instead of the pre-activations Z",
+    "missing_hidden_derivative": "the hidden layers' deltas miss the activation derivative "
+                                 "f'(Z)",
+}
+
+
+def _check_step(
+    label: str,
+    names: Sequence[str],
+    before: Sequence[Array],
+    after: Sequence[Any],
+    grads: Sequence[Array],
+    lrate: float,
+    m: int,
+    variants: dict[str, Sequence[Array]],
+) -> None:
+    """Check that after - before equals -lrate * grads for every parameter; name the mistake if not."""
+    steps = [
+        _array(f"{label}: {name} after one epoch", new, old.shape) - old
+        for name, old, new in zip(names, before, after)
+    ]
+
+    def matches(candidate: Sequence[Array]) -> bool:
+        return all(_close(s, -lrate * g, rtol=1e-5, atol=1e-8) for s, g in zip(steps, candidate))
+
+    if matches(grads):
+        return
+    candidates = {"sum": [m * g for g in grads], "sign": [-g for g in grads], **variants,
+                  "frozen": [np.zeros_like(g) for g in grads]}
+    for mistake, candidate in candidates.items():
+        if matches(candidate):
+            raise AssertionError(f"{label}: {MISTAKES[mistake]}")
+    wrong = [name for name, s, g in zip(names, steps, grads) if not _close(s, -lrate * g, 1e-5, 1e-8)]
+    first = names.index(wrong[0])
+    raise AssertionError(
+        f"{label}: one epoch should move every parameter by -lrate times the gradient of the mean "
+        f"cost (measured by finite differences). Off: {', '.join(wrong)}. For {wrong[0]}: "
+        f"expected step {_show(-lrate * grads[first])}, got {_show(steps[first])}"
+    )
+
+
+def gradient_descent_step(function: Callable[..., Any]) -> None:
+    """One epoch of gradient_descent is a step of -lrate times the finite-difference gradient."""
+    logistic, cross_entropy = reference("gradient_descent", "logistic"), reference("gradient_descent", "cross_entropy")
+    rng = np.random.default_rng(11)
+    for m, lrate in [(8, 0.3), (5, 1.5)]:
+        x, y = rng.normal(size=(m, 2)), rng.integers(0, 2, size=m).astype(float)
+        ws, b = rng.normal(size=2), np.array(rng.normal())
+        label = f"gradient_descent with {m} examples, lrate={lrate}, epochs=1"
+        got_ws, got_b, got_pred = _unpack(label, _call(label, function, x.copy(), y.copy(), ws.copy(),
+                                                       float(b), lrate, 1), 3)
+        grads = _numerical_gradient(lambda: cross_entropy(logistic(x @ ws + b), y), [ws, b])
+        z = x @ ws + b
+        delta_seed = (logistic(z) - y) * logistic(z, True)
+        variants = {"double_logistic_derivative": [x.T @ delta_seed / m, np.mean(delta_seed)]}
+        _check_step(label, ["ws", "b"], [ws, b], [got_ws, got_b], grads, lrate, m, variants)
+        pred = _array(f"{label}: y_pred", got_pred, (m,))
+        if not _close(pred, logistic(z)):
+            raise _mismatch(f"{label}: y_pred", pred, logistic(z),
+                            "y_pred should be the prediction of the forward pass before the update")
+
+
+def gradient_descent_training(function: Callable[..., Any]) -> None:
+    """Many epochs of gradient_descent end where the reference ends."""
+    ref = reference("gradient_descent")
+    rng = np.random.default_rng(17)
+    x, y = rng.normal(size=(12, 2)), rng.integers(0, 2, size=12).astype(float)
+    ws, b = rng.normal(size=2), float(rng.normal())
+    label = "gradient_descent with lrate=0.5, epochs=25"
+    got = _unpack(label, _call(label, function, x.copy(), y.copy(), ws.copy(), b, 0.5, 25), 3)
+    with _quiet():
+        want = ref(x, y, ws.copy(), b, 0.5, 25)
+    for name, g, w in zip(["ws", "b", "y_pred"], got, want):
+        g = _array(f"{label}: {name}", g, np.shape(w))
+        if not _close(g, w, rtol=1e-5, atol=1e-8):
+            hint = None
+            if name == "y_pred" and _close(g, reference("gradient_descent", "logistic")(x @ want[0] + want[1])):
+                hint = "That is the prediction after the last update; return the one made before it"
+            raise _mismatch(f"{label}: {name}", g, w, hint)
+
+
+# ---------------------------------------------------------------------------------------------
+# Networks
+
+
+def _network(sizes: Sequence[int], act_names: Sequence[str], seed: int, m: int = 7):
+    """Random inputs, labels, weights and biases for a network with the given layer sizes."""
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(m, sizes[0]))
+    y = rng.integers(0, 2, size=(m, sizes[-1])).astype(float)
+    ws = [rng.normal(size=shape) for shape in zip(sizes[:-1], sizes[1:])]
+    bs = [rng.normal(scale=0.3, size=(1, size)) for size in sizes[1:]]
+    return x, y, ws, bs, list(act_names)
+
+
+# (layer sizes, activations, cost): the hidden depth of each is len(sizes) - 2
+NETWORKS = [
+    ((3, 1), ("logistic",), "cross_entropy"),
+    ((2, 2, 1), ("tanh", "logistic"), "cross_entropy"),
+    ((3, 4, 1), ("relu", "logistic"), "mean_squared_error"),
+    ((2, 3, 1), ("logistic", "logistic"), "mean_squared_error"),
+    ((2, 4, 3, 1), ("tanh", "relu", "logistic"), "cross_entropy"),
+    ((3, 5, 4, 2, 1), ("tanh", "tanh", "relu", "logistic"), "mean_squared_error"),
+]
+
+
+def _forward(x: Array, ws: Sequence[Array], bs: Sequence[Array], act_fs: Sequence[Callable]) -> tuple[list, list]:
+    """The checks' own forward pass, independent of the reference solution."""
+    zs, activations = [], [x]
+    for w, b, act_f in zip(ws, bs, act_fs):
+        zs.append(activations[-1] @ w + b)
+        activations.append(act_f(zs[-1]))
+    return zs, activations
+
+
+def _known_wrong_gradients(x, y, ws, bs, act_fs, cost_f, lrate, mistake: str) -> list[Array]:
+    """Gradients as a well-known wrong backprop computes them, to recognise that mistake."""
+    zs, activations = _forward(x, ws, bs, act_fs)
+    m = len(x)
+    if mistake == "double_logistic_derivative":
+        delta = (activations[-1] - y) * act_fs[-1](zs[-1], True)
+    else:
+        delta = cost_f(activations[-1], y, True) * act_fs[-1](zs[-1], True)
+    grads_w, grads_b = [None] * len(ws), [None] * len(ws)
+    for layer in reversed(range(len(ws))):
+        grads_w[layer] = activations[layer].T @ delta / m
+        grads_b[layer] = delta.mean(axis=0, keepdims=True)
+        if layer == 0:
+            break
+        w = ws[layer] - lrate * grads_w[layer] if mistake == "updated_weights" else ws[layer]
+        if mistake == "derivative_of_activation":
+            slope = act_fs[layer - 1](activations[layer], True)
+        elif mistake == "missing_hidden_derivative":
+            slope = 1.0
+        else:
+            slope = act_fs[layer - 1](zs[layer - 1], True)
+        delta = (delta @ w.T) * slope
+    return grads_w + grads_b
+
+
+def _backprop_label(sizes: Sequence[int], act_names: Sequence[str], cost: str, epochs: int) -> str:
+    return f"backprop with layer sizes {tuple(sizes)}, act_fs [{', '.join(act_names)}], {cost}, epochs={epochs}"
+
+
+def backprop_step(function: Callable[..., Any], depths: Sequence[int]) -> None:
+    """One epoch of backprop is a step of -lrate times the finite-difference gradient of the mean cost."""
+    function_id = "backprop_one_hidden" if tuple(depths) == (1,) else "backprop_any_depth"
+    returned = 6 if function_id == "backprop_one_hidden" else 4
+    lrate = 0.2
+    for seed, (sizes, act_names, cost) in enumerate(NETWORKS):
+        if len(sizes) - 2 not in depths:
+            continue
+        x, y, ws, bs, _ = _network(sizes, act_names, seed)
+        act_fs = [reference(function_id, name) for name in act_names]
+        cost_f = reference(function_id, cost)
+        label = _backprop_label(sizes, act_names, cost, 1)
+        result = _unpack(label, _call(label, function, x.copy(), y.copy(), copy.deepcopy(ws),
+                                      copy.deepcopy(bs), act_fs, cost_f, lrate, 1), returned)
+        new_ws, new_bs = (_unpack(f"{label}: the returned {what}", value, len(ws))
+                          for what, value in [("ws", result[0]), ("bs", result[1])])
+        grads = _numerical_gradient(lambda: cost_f(_forward(x, ws, bs, act_fs)[1][-1], y), ws + bs)
+        variants = {
+            mistake: _known_wrong_gradients(x, y, ws, bs, act_fs, cost_f, lrate, mistake)
+            for mistake in ["updated_weights", "derivative_of_activation", "missing_hidden_derivative"]
+        }
+        if act_names[-1] == "logistic" and cost == "cross_entropy":
+            variants["double_logistic_derivative"] = _known_wrong_gradients(
+                x, y, ws, bs, act_fs, cost_f, lrate, "double_logistic_derivative")
+        names = [f"W{i + 1}" for i in range(len(ws))] + [f"b{i + 1}" for i in range(len(bs))]
+        _check_step(label, names, ws + bs, list(new_ws) + list(new_bs), grads, lrate, len(x), variants)
+
+
+def backprop_training(function: Callable[..., Any], depth: int) -> None:
+    """Several epochs of backprop end where the reference ends and return the last forward pass."""
+    function_id = "backprop_one_hidden" if depth == 1 else "backprop_any_depth"
+    ref = reference(function_id)
+    sizes, act_names = ((2, 3, 1), ("tanh", "logistic")) if depth == 1 else \
+        ((2, 5, 4, 2, 1), ("tanh", "relu", "tanh", "logistic"))
+    x, y, ws, bs, _ = _network(sizes, act_names, seed=23, m=10)
+    act_fs = [reference(function_id, name) for name in act_names]
+    cost_f = reference(function_id, "cross_entropy")
+    epochs = 25
+    label = _backprop_label(sizes, act_names, "cross_entropy", epochs)
+    args = (x, y, ws, bs, act_fs, cost_f, 0.3, epochs)
+    with _quiet():
+        want = ref(*copy.deepcopy(args))
+    got = _unpack(label, _call(label, function, *copy.deepcopy(args)), len(want))
+    layers = len(ws)
+    if depth == 1:
+        names = ["ws", "bs", "Z1", "A1", "Z2", "A2"]
+        pairs = list(zip(names, got, want))
+    else:
+        names = ["ws", "bs", "Zs", "As"]
+        pairs = list(zip(names, got, want))
+    for name, g, w in pairs:
+        if isinstance(w, list):
+            g = _unpack(f"{label}: the returned {name}", g, layers)
+            for i, (gi, wi) in enumerate(zip(g, w)):
+                _expect_trained(f"{label}: {name}[{i}]", gi, wi, name, x, want, ws, act_fs)
+        else:
+            _expect_trained(f"{label}: {name}", g, w, name, x, want, ws, act_fs)
+
+
+def _expect_trained(label: str, got: Any, want: Array, name: str, x: Array, want_all, ws, act_fs) -> None:
+    """Compare one returned value of a training run with the reference, with a hint for stale values."""
+    got = _array(label, got, want.shape)
+    if _close(got, want, rtol=1e-5, atol=1e-8):
+        return
+    hint = None
+    if name[0] in "ZA":
+        # The values of a forward pass with the final parameters: returned after the update.
+        after = _forward(x, want_all[0], want_all[1], act_fs)
+        candidates = after[0] + after[1][1:]
+        if any(_close(got, c, rtol=1e-5, atol=1e-8) for c in candidates):
+            hint = "That comes from a forward pass after the last update; return the one made before it"
+    else:
+        hint = ("The first epoch may be right while later ones drift: each epoch must start from "
+                "the parameters the previous epoch produced")
+    raise _mismatch(label, got, want, hint)
+
+
+def forward_pass_one_hidden(function: Callable[..., Any]) -> None:
+    """forward_pass of the one-hidden-layer network matches the reference."""
+    _check_forward(function, "forward_pass_one_hidden", [n for n in NETWORKS if len(n[0]) == 3])
+
+
+def forward_pass_any_depth(function: Callable[..., Any]) -> None:
+    """forward_pass of a network of any depth matches the reference."""
+    _check_forward(function, "forward_pass_any_depth", NETWORKS)
+
+
+def _check_forward(function: Callable[..., Any], function_id: str, networks) -> None:
+    """Compare every Z and A of the student's forward pass with the reference."""
+    ref = reference(function_id)
+    for seed, (sizes, act_names, _) in enumerate(networks):
+        x, _, ws, bs, _ = _network(sizes, act_names, seed + 100)
+        act_fs = [reference(function_id, name) for name in act_names]
+        label = f"forward_pass with layer sizes {tuple(sizes)} and act_fs [{', '.join(act_names)}]"
+        want = ref(x, ws, bs, act_fs)
+        result = _call(label, function, x.copy(), copy.deepcopy(ws), copy.deepcopy(bs), act_fs)
+        if function_id == "forward_pass_one_hidden":
+            got = _unpack(label, result, 4)
+            # (name, layer index, returned, expected)
+            entries = [(name, int(name[1]) - 1, g, w) for name, g, w in zip(["Z1", "A1", "Z2", "A2"], got, want)]
+        else:
+            zs, activations = _unpack(label, result, 2)
+            layers = len(ws)
+            for what, values in [("Zs", zs), ("As", activations)]:
+                if isinstance(values, (list, tuple)) and len(values) == layers + 1:
+                    raise AssertionError(f"{label}: {what} has {layers + 1} entries for {layers} layers. "
+                                         "Zs and As hold one entry per layer; the input x is not included")
+                _unpack(f"{label}: {what}", values, layers)
+            entries = [(f"{what}[{i}]", i, values[i], want[k][i])
+                       for i in range(layers) for k, (what, values) in enumerate([("Zs", zs), ("As", activations)])]
+        layer_inputs = _forward(x, ws, bs, act_fs)[1]
+        for name, layer, g, w in entries:
+            g = _array(f"{label}: {name}", g, w.shape)
+            if _close(g, w):
+                continue
+            hint = None
+            if name.startswith("Z") and _close(g, layer_inputs[layer] @ ws[layer]):
+                hint = "The bias is missing"
+            raise _mismatch(f"{label}: {name}", g, w, hint)
