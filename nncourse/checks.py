@@ -35,6 +35,17 @@ DEPENDENCIES: dict[str, tuple[str, ...]] = {
 
 Array = np.ndarray
 _MISSING = object()
+# Feedback for students shows a hidden test's message only up to this mark: what follows
+# holds the values on hidden inputs, which are for the instructor.
+DETAILS_MARK = "[details for the instructor]"
+
+
+class HiddenTestFailure(AssertionError):
+    """A hidden test failed: what was checked and the likely mistake, then the values for the instructor."""
+
+    def __init__(self, summary: str, details: str = "") -> None:
+        super().__init__(summary + (f"\n{DETAILS_MARK} {details}" if details else ""))
+
 # name -> (the student's value it replaced, the reference put in its place)
 _installed: dict[str, tuple[Any, Any]] = {}
 
@@ -88,7 +99,7 @@ def _call(label: str, function: Callable[..., Any], *args: Any) -> Any:
         try:
             return function(*args)
         except Exception as error:  # noqa: BLE001 - any error of student code is a failed check
-            raise AssertionError(f"{label} raised {type(error).__name__}: {error}") from None
+            raise HiddenTestFailure(f"{label} raised {type(error).__name__}: {error}") from None
 
 
 def _array(label: str, value: Any, shape: tuple[int, ...]) -> Array:
@@ -96,9 +107,9 @@ def _array(label: str, value: Any, shape: tuple[int, ...]) -> Array:
     try:
         result = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
-        raise AssertionError(f"{label} should be numbers, got {type(value).__name__}") from None
+        raise HiddenTestFailure(f"{label} should be numbers, got {type(value).__name__}") from None
     if result.shape != tuple(shape):
-        raise AssertionError(f"{label} should have shape {tuple(shape)}, got {result.shape}")
+        raise HiddenTestFailure(f"{label} should have shape {tuple(shape)}, got {result.shape}")
     return result
 
 
@@ -107,9 +118,9 @@ def _number(label: str, value: Any) -> float:
     try:
         result = np.asarray(value, dtype=float)
     except (TypeError, ValueError):
-        raise AssertionError(f"{label} should be a number, got {type(value).__name__}") from None
+        raise HiddenTestFailure(f"{label} should be a number, got {type(value).__name__}") from None
     if result.size != 1:
-        raise AssertionError(
+        raise HiddenTestFailure(
             f"{label} should be a single number (the mean over the examples), "
             f"got an array of shape {result.shape}"
         )
@@ -120,7 +131,7 @@ def _unpack(label: str, result: Any, count: int) -> tuple[Any, ...]:
     """Check that a function returned `count` values and return them."""
     if not isinstance(result, (tuple, list)) or len(result) != count:
         got = f"{len(result)} values" if isinstance(result, (tuple, list)) else type(result).__name__
-        raise AssertionError(f"{label} should return {count} values, got {got}")
+        raise HiddenTestFailure(f"{label} should return {count} values, got {got}")
     return tuple(result)
 
 
@@ -135,10 +146,10 @@ def _show(value: Any) -> str:
     return np.array2string(np.asarray(value, dtype=float), precision=4, threshold=8, edgeitems=2)
 
 
-def _mismatch(label: str, got: Any, want: Any, hint: str | None = None) -> AssertionError:
-    """Build the failure for a wrong value: what was checked, expected and returned, and why."""
-    message = f"{label}: expected {_show(want)}, got {_show(got)}"
-    return AssertionError(message + (f". {hint}" if hint else ""))
+def _mismatch(label: str, got: Any, want: Any, hint: str | None = None) -> HiddenTestFailure:
+    """Build the failure for a wrong value: what was checked and why first, the values after the mark."""
+    summary = f"{label}: wrong values" + (f". {hint}" if hint else "")
+    return HiddenTestFailure(summary, f"expected {_show(want)}, got {_show(got)}")
 
 
 def _numerical_gradient(cost: Callable[[], float], params: Sequence[Array]) -> list[Array]:
@@ -176,7 +187,7 @@ def activation_values(function: Callable[..., Any], name: str) -> None:
         given = x.copy()
         got = _array(f"{name}(x) for x of shape {x.shape}", _call(f"{name}(x)", function, given), x.shape)
         if not np.array_equal(given, x):
-            raise AssertionError(f"{name}(x) changed its input array x: compute a new array instead")
+            raise HiddenTestFailure(f"{name}(x) changed its input array x: compute a new array instead")
         if not _close(got, ref(x)):
             hint = None
             if name == "logistic" and _close(got, 1 / (1 + np.exp(x))):
@@ -302,13 +313,13 @@ def _check_step(
                   "frozen": [np.zeros_like(g) for g in grads]}
     for mistake, candidate in candidates.items():
         if matches(candidate):
-            raise AssertionError(f"{label}: {MISTAKES[mistake]}")
+            raise HiddenTestFailure(f"{label}: {MISTAKES[mistake]}")
     wrong = [name for name, s, g in zip(names, steps, grads) if not _close(s, -lrate * g, 1e-5, 1e-8)]
     first = names.index(wrong[0])
-    raise AssertionError(
+    raise HiddenTestFailure(
         f"{label}: one epoch should move every parameter by -lrate times the gradient of the mean "
-        f"cost (measured by finite differences). Off: {', '.join(wrong)}. For {wrong[0]}: "
-        f"expected step {_show(-lrate * grads[first])}, got {_show(steps[first])}"
+        f"cost (measured by finite differences). Off: {', '.join(wrong)}",
+        f"for {wrong[0]}: expected step {_show(-lrate * grads[first])}, got {_show(steps[first])}",
     )
 
 
@@ -520,7 +531,7 @@ def _check_forward(function: Callable[..., Any], function_id: str, networks) -> 
             layers = len(ws)
             for what, values in [("Zs", zs), ("As", activations)]:
                 if isinstance(values, (list, tuple)) and len(values) == layers + 1:
-                    raise AssertionError(f"{label}: {what} has {layers + 1} entries for {layers} layers. "
+                    raise HiddenTestFailure(f"{label}: {what} has {layers + 1} entries for {layers} layers. "
                                          "Zs and As hold one entry per layer; the input x is not included")
                 _unpack(f"{label}: {what}", values, layers)
             entries = [(f"{what}[{i}]", i, values[i], want[k][i])

@@ -7,14 +7,13 @@ import json
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import numpy as np
 
 EXPORT_DIR = Path(__file__).with_name("reference_solutions")
 COURSE_ROOT = Path(__file__).resolve().parent.parent
 
 
-def solution_cells(notebook: nbformat.NotebookNode) -> list[dict[str, str]]:
+def solution_cells(notebook: Any) -> list[dict[str, str]]:
     """Return the graded solution cells of a master notebook, in order, as {grade_id, source}."""
     cells = []
     for cell in notebook.cells:
@@ -26,6 +25,10 @@ def solution_cells(notebook: nbformat.NotebookNode) -> list[dict[str, str]]:
 
 def export(source_notebook: Path, course_root: Path) -> Path:
     """Write the solution cells of source_notebook to the package, keyed by its assignment."""
+    # nbformat is imported here, not at the top: grading kernels import this module for
+    # every hidden test, and nbformat (with jsonschema) takes seconds to import.
+    import nbformat
+
     assignment = source_notebook.parent.name
     notebook = nbformat.read(source_notebook, as_version=4)
     exported = {

@@ -1,0 +1,146 @@
+"""`nncourse grade`: autograde a whole class in parallel, so that every student ends with a result."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import statistics
+from collections import Counter
+from pathlib import Path
+
+from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.coursedir import CourseDirectory
+from tqdm import tqdm
+
+from nncourse import autograde
+from nncourse.autograde import MISSING, NEEDS_ATTENTION, Outcome, Task
+
+
+@dataclasses.dataclass
+class StudentResult:
+    """A student's result in one assignment, as the summary, the exports and the report show it."""
+
+    student: str
+    assignment: str
+    status: str
+    score: float
+    max_score: float
+    reason: str = ""
+    seconds: float = 0.0
+    regraded: bool = False
+
+
+def grade_class(
+    course_root: Path,
+    assignments: list[str] | None = None,
+    jobs: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> list[StudentResult]:
+    """Grade every submission that is new or changed; return one result per student and assignment."""
+    config = autograde.load_config(course_root)
+    course = CourseDirectory(config=config)
+    jobs = jobs or os.cpu_count() or 1
+    with Gradebook(course.db_url, course.course_id) as gb:
+        known = [a.name for a in gb.assignments]
+        assignments = assignments or known
+        unknown = sorted(set(assignments) - set(known))
+        if unknown:
+            raise SystemExit(
+                f"unknown assignment(s) {', '.join(unknown)}: the gradebook {course.db_url} knows "
+                f"{', '.join(known) or 'none'}. Run `nncourse build` (or nbgrader generate_assignment) first."
+            )
+        roster = sorted({s.id for s in gb.students} | _submitters(course))
+        notebooks = {a: [n.name for n in gb.find_assignment(a).notebooks] for a in assignments}
+        tasks, kept = [], []
+        for assignment in assignments:
+            for student in roster:
+                kept_or_task = _plan(gb, course, config, student, assignment, notebooks[assignment], force)
+                (tasks if isinstance(kept_or_task, Task) else kept).append(kept_or_task)
+    outcomes: list[Outcome] = list(kept)
+    bar = tqdm(total=len(tasks), unit="submission", desc="grading", disable=not progress or not tasks)
+    with autograde.read_only_copy(course.db_url) as read_url:
+        for task in tasks:
+            task.read_db_url = read_url
+
+        def on_done(outcome: Outcome) -> None:
+            autograde.record_outcome(course.db_url, config, outcome, notebooks[outcome.assignment])
+            outcomes.append(outcome)
+            bar.update()
+            if outcome.status in NEEDS_ATTENTION:
+                bar.write(f"{outcome.student}: {outcome.status}: {outcome.reason}")
+
+        autograde.run_parallel(tasks, jobs, on_done)
+    bar.close()
+    regraded = {(t.student, t.assignment) for t in tasks}
+    return _results(course, outcomes, regraded)
+
+
+def _submitters(course: CourseDirectory) -> set[str]:
+    """Students with a folder in submitted/."""
+    folder = Path(course.root) / course.submitted_directory
+    return {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")} if folder.exists() else set()
+
+
+def _plan(gb: Gradebook, course: CourseDirectory, config, student: str, assignment: str,
+          notebooks: list[str], force: bool) -> Task | Outcome:
+    """Decide what to do with one student's assignment: a task to run, or the outcome already known."""
+    folder = Path(course.format_path(course.submitted_directory, student, assignment))
+    if not folder.is_dir():
+        return Outcome(student, assignment, MISSING, reason="no submission")
+    digest = autograde.submission_digest(folder, course, assignment)
+    record = autograde.read_record(course, student, assignment)
+    # Content decides, not timestamp.txt: a resubmission without a new timestamp is regraded too.
+    unchanged = record and record["digest"] == digest and not record.get("retry")
+    if not force and unchanged and _has_submission(gb, student, assignment):
+        return Outcome(student, assignment, record["status"], record["reason"], digest, record["seconds"])
+    autograde.prepare_submission(gb, course, student, assignment)
+    return Task(config, student, assignment, notebooks, read_db_url="", digest=digest)
+
+
+def _has_submission(gb: Gradebook, student: str, assignment: str) -> bool:
+    """Whether the gradebook holds a submission of this student for this assignment."""
+    try:
+        gb.find_submission(assignment, student)
+    except MissingEntry:
+        return False
+    return True
+
+
+def _results(course: CourseDirectory, outcomes: list[Outcome], regraded: set) -> list[StudentResult]:
+    """Join outcomes with the scores the gradebook now holds."""
+    results = []
+    with Gradebook(course.db_url, course.course_id) as gb:
+        max_scores = {a.name: a.max_score for a in gb.assignments}
+        for o in sorted(outcomes, key=lambda o: (o.assignment, o.student)):
+            score = 0.0
+            if o.status != MISSING:
+                score = gb.find_submission(o.assignment, o.student).score
+            results.append(StudentResult(o.student, o.assignment, o.status, score, max_scores[o.assignment],
+                                         o.reason, o.seconds, (o.student, o.assignment) in regraded))
+    return results
+
+
+def summary(results: list[StudentResult]) -> str:
+    """A plain-text table of the class: scores, statuses and who needs attention."""
+    lines = []
+    for assignment in sorted({r.assignment for r in results}):
+        rows = [r for r in results if r.assignment == assignment]
+        scores = [r.score for r in rows]
+        statuses = Counter(r.status for r in rows)
+        lines += [
+            f"assignment {assignment}: {len(rows)} students, max score {rows[0].max_score:g}",
+            f"  mean {statistics.mean(scores):.2f}   median {statistics.median(scores):.2f}   "
+            f"regraded now {sum(r.regraded for r in rows)}",
+            "  " + "   ".join(f"{status}: {count}" for status, count in sorted(statuses.items())),
+        ]
+        attention = [r for r in rows if r.status in NEEDS_ATTENTION]
+        if attention:
+            lines.append("  needs attention:")
+            lines += [f"    {r.student:<24} {r.status:<11} {r.reason}" for r in attention]
+    return "\n".join(lines)
+
+
+def exit_status(results: list[StudentResult]) -> int:
+    """0 when every submission was graded as it should, 3 when some student needs attention."""
+    return 3 if any(r.status in NEEDS_ATTENTION for r in results) else 0

@@ -1,0 +1,131 @@
+"""The class report: one self-contained HTML page on where the class struggles."""
+
+from __future__ import annotations
+
+import base64
+import datetime
+import html
+import io
+import os
+import statistics
+from collections import Counter, defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # the report is written on servers without a display
+import matplotlib.pyplot as plt  # noqa: E402
+
+from nncourse.autograde import NEEDS_ATTENTION  # noqa: E402
+from nncourse.export import CellResult  # noqa: E402
+from nncourse.grade import StudentResult  # noqa: E402
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
+table { border-collapse: collapse; margin: 1em 0; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.8em; text-align: left; vertical-align: top; }
+td.num { text-align: right; font-variant-numeric: tabular-nums; }
+.attention { color: #a30; font-weight: bold; }
+img { max-width: 100%; }
+small { color: #666; }
+"""
+
+
+def _png(fig: plt.Figure) -> str:
+    """Embed a figure as a data URL, so the page needs no other file."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def _score_histogram(results: list[StudentResult]) -> str:
+    """Distribution of the total scores."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    top = results[0].max_score
+    ax.hist([r.score for r in results], bins=min(20, int(top) + 1), range=(0, top), color="#4a7ab7")
+    ax.set_xlabel(f"score (of {top:g})")
+    ax.set_ylabel("students")
+    return _png(fig)
+
+
+def _pass_rates(cells: list[CellResult]) -> dict[str, float]:
+    """The share of students with full points in each grade cell, in notebook order."""
+    by_cell: dict[str, list[bool]] = defaultdict(list)
+    for cell in cells:
+        by_cell[cell.grade_id].append(cell.score >= cell.max_score)
+    return {grade_id: sum(passed) / len(passed) for grade_id, passed in by_cell.items()}
+
+
+def _pass_rate_chart(rates: dict[str, float]) -> str:
+    """A horizontal bar per grade cell."""
+    fig, ax = plt.subplots(figsize=(7, 0.3 * len(rates) + 0.8))
+    names = list(rates)[::-1]
+    ax.barh(names, [100 * rates[n] for n in names], color="#5a9e6f")
+    ax.set_xlim(0, 100)
+    ax.set_xlabel("students with full points (%)")
+    return _png(fig)
+
+
+def _link(path: Path, base: Path) -> str:
+    """A relative link from the report's folder to path, or nothing when the file is absent."""
+    return os.path.relpath(path, base) if path.exists() else ""
+
+
+def write_report(results: list[StudentResult], cells: list[CellResult], feedback: dict[str, Path],
+                 target: Path) -> Path:
+    """Write the report of one assignment to target; feedback maps a student to their feedback page."""
+    assignment = results[0].assignment
+    scores = [r.score for r in results]
+    statuses = Counter(r.status for r in results)
+    rates = _pass_rates(cells)
+    failures: dict[str, Counter] = defaultdict(Counter)
+    points = {}
+    for cell in cells:
+        points[cell.grade_id] = cell.max_score
+        if cell.message and cell.status not in ("missing", "ungradable"):
+            failures[cell.grade_id][cell.message[:300]] += 1
+
+    base = target.parent
+
+    def student_row(r: StudentResult) -> str:
+        link = _link(feedback.get(r.student, Path("-")), base)
+        name = f'<a href="{html.escape(link)}">{html.escape(r.student)}</a>' if link else html.escape(r.student)
+        css = ' class="attention"' if r.status in NEEDS_ATTENTION else ""
+        return (f"<tr><td>{name}</td><td{css}>{html.escape(r.status)}</td><td class=num>{r.score:g}</td>"
+                f"<td>{html.escape(r.reason)}</td></tr>")
+
+    cell_rows = []
+    for grade_id, rate in rates.items():
+        common = "".join(f"<li>{count} × <code>{html.escape(message)}</code></li>"
+                         for message, count in failures[grade_id].most_common(3))
+        cell_rows.append(f"<tr><td><code>{grade_id}</code></td><td class=num>{points[grade_id]:g}</td>"
+                         f"<td class=num>{100 * rate:.0f}%</td><td><ul>{common}</ul></td></tr>")
+    attention = [r for r in results if r.status in NEEDS_ATTENTION]
+    status_line = ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items()))
+    page = f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Class report: {html.escape(assignment)}</title>
+<style>{STYLE}</style></head><body>
+<h1>Class report: {html.escape(assignment)}</h1>
+<p><small>Written {datetime.datetime.now().strftime("%Y-%m-%d %H:%M")} by nncourse grade.</small></p>
+<p>{len(results)} students ({status_line}).
+Mean score {statistics.mean(scores):.1f}, median {statistics.median(scores):.1f} of {results[0].max_score:g}.</p>
+<h2>Score distribution</h2><img alt="Histogram of total scores" src="{_score_histogram(results)}">
+<h2>Grade cells</h2>
+<p>Cells are in notebook order; the pass rate counts students with full points, missing
+submissions included. Failure messages are those the students' feedback shows.</p>
+<img alt="Pass rate of each grade cell" src="{_pass_rate_chart(rates)}">
+<table><tr><th>grade cell</th><th>points</th><th>pass rate</th><th>most common failures</th></tr>
+{"".join(cell_rows)}</table>
+<h2>Students who need attention</h2>
+{"<p>None.</p>" if not attention else
+ "<table><tr><th>student</th><th>status</th><th>score</th><th>reason</th></tr>"
+ + "".join(student_row(r) for r in attention) + "</table>"}
+<h2>All students</h2>
+<table><tr><th>student</th><th>status</th><th>score</th><th>note</th></tr>
+{"".join(student_row(r) for r in results)}</table>
+</body></html>
+"""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(page)
+    return target
