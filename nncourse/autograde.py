@@ -1,4 +1,4 @@
-"""Parallel autograding: submissions run side by side in fresh kernels, one process writes the gradebook."""
+"""Parallel autograding: submissions run side by side in fresh kernels; one process saves grades."""
 
 from __future__ import annotations
 
@@ -28,7 +28,13 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import SaveAutoGrades
 from traitlets.config import Config
 
-GRADED, MISSING, UNGRADABLE, CRASHED, TIMED_OUT = "graded", "missing", "ungradable", "crashed", "timed out"
+GRADED, MISSING, UNGRADABLE, CRASHED, TIMED_OUT = (
+    "graded",
+    "missing",
+    "ungradable",
+    "crashed",
+    "timed out",
+)
 NEEDS_ATTENTION = (UNGRADABLE, CRASHED, TIMED_OUT)
 RECORD_FILE = ".nncourse-grading.json"  # kept in each autograded submission folder
 TIMEOUT_ERRORS = ("CellTimeoutError", "TimeoutError")
@@ -56,13 +62,20 @@ class Outcome:
     reason: str = ""
     digest: str = ""
     seconds: float = 0.0
-    executed: dict[str, str] = dataclasses.field(default_factory=dict)  # notebook -> autograded path
+    executed: dict[str, str] = dataclasses.field(
+        default_factory=dict
+    )  # notebook -> autograded path
     retry: bool = False  # the grading system failed, not the submission: grade it again next run
 
     def to_record(self) -> dict[str, Any]:
         """The part worth keeping beside the autograded notebooks."""
-        return {"status": self.status, "reason": self.reason, "digest": self.digest,
-                "seconds": self.seconds, "retry": self.retry}
+        return {
+            "status": self.status,
+            "reason": self.reason,
+            "digest": self.digest,
+            "seconds": self.seconds,
+            "retry": self.retry,
+        }
 
 
 class SubmissionError(Exception):
@@ -70,7 +83,7 @@ class SubmissionError(Exception):
 
 
 def load_config(course_root: Path) -> Config:
-    """The configuration nbgrader itself would use in course_root (nbgrader_config.py and Jupyter's paths)."""
+    """The configuration nbgrader itself would load in course_root (nbgrader_config.py and all)."""
     from nbgrader.apps.nbgraderapp import NbGraderApp
 
     with _chdir(course_root):
@@ -93,7 +106,7 @@ def _chdir(path: Path) -> Iterator[None]:
 
 
 def _preprocessor_lists(config: Config) -> tuple[list, list, list]:
-    """nbgrader's sanitise and autograde steps, the latter split where it starts writing the gradebook."""
+    """nbgrader's sanitise and autograde steps, the latter split where it starts writing grades."""
     autograde = Autograde(config=config)
     steps = list(autograde.autograde_preprocessors)
     split = steps.index(SaveAutoGrades)
@@ -107,18 +120,25 @@ def _run(steps: Iterable[type], config: Config, nb: NotebookNode, resources: dic
     return nb
 
 
-def _resources(student: str, assignment: str, notebook: str, db_url: str, path: Path) -> dict[str, Any]:
+def _resources(
+    student: str, assignment: str, notebook: str, db_url: str, path: Path
+) -> dict[str, Any]:
     """The resources dict nbgrader's converters hand to their preprocessors."""
     return {
         "unique_key": notebook,
         "output_files_dir": f"{notebook}_files",
         "metadata": {"path": str(path), "name": notebook},
-        "nbgrader": {"student": student, "assignment": assignment, "notebook": notebook, "db_url": db_url},
+        "nbgrader": {
+            "student": student,
+            "assignment": assignment,
+            "notebook": notebook,
+            "db_url": db_url,
+        },
     }
 
 
 def submission_digest(folder: Path, course: CourseDirectory, assignment: str) -> str:
-    """A fingerprint of a submission's files and of the assignment's source: changes mean regrade."""
+    """A fingerprint of a submission's files and the assignment's source: a change means regrade."""
     digest = hashlib.sha256()
     source = Path(course.format_path(course.source_directory, ".", assignment))
     for base in (folder, source):
@@ -151,17 +171,29 @@ def execute_submission(task: Task) -> Outcome:
             if not path.exists():
                 continue  # the writer scores a missing notebook 0, as nbgrader does
             nb = _read_notebook(path)
-            resources = _resources(task.student, task.assignment, notebook, task.read_db_url, submitted)
+            resources = _resources(
+                task.student, task.assignment, notebook, task.read_db_url, submitted
+            )
             try:
                 nb = _run(sanitise, task.config, nb, resources)
             except Exception as error:  # noqa: BLE001 - nbgrader raises plain exceptions for bad metadata
-                raise SubmissionError(f"{path.name}: {error}") from error
+                raise SubmissionError(
+                    f"{path.name}: its nbgrader cell metadata is damaged ({type(error).__name__}: "
+                    f"{str(error)[:200]}). Ask the student to paste their answers into a fresh "
+                    "copy of the assignment and resubmit."
+                ) from error
             resources["metadata"]["path"] = str(dest)
             status = _execute(nb, execute, task.config, resources)
             if status != GRADED and outcome.status == GRADED:
-                outcome.status, outcome.reason = status, f"{path.name}: " + (
-                    "the kernel died (a crash, os._exit or running out of memory)" if status == CRASHED
-                    else "a cell ran past the time limit")
+                outcome.status, outcome.reason = (
+                    status,
+                    f"{path.name}: "
+                    + (
+                        "the kernel died (a crash, os._exit or running out of memory)"
+                        if status == CRASHED
+                        else "a cell ran past the time limit"
+                    ),
+                )
             target = dest / f"{notebook}.ipynb"
             nbformat.write(nb, target)
             outcome.executed[notebook] = str(target)
@@ -172,14 +204,18 @@ def execute_submission(task: Task) -> Outcome:
 
 
 def _lay_out(submitted: Path, dest: Path, course: CourseDirectory, assignment: str) -> None:
-    """Start dest afresh with the submission's other files, then the source's files over them (as nbgrader does)."""
+    """Start dest afresh: the submission's other files, then the source's over them, as nbgrader."""
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     source = Path(course.format_path(course.source_directory, ".", assignment))
     for base in (submitted, source):
         for path in base.rglob("*"):
-            if path.is_file() and path.suffix != ".ipynb" and not _ignored(path.relative_to(base), course):
+            if (
+                path.is_file()
+                and path.suffix != ".ipynb"
+                and not _ignored(path.relative_to(base), course)
+            ):
                 target = dest / path.relative_to(base)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(path, target)
@@ -218,17 +254,28 @@ def _execute(nb: NotebookNode, steps: list[type], config: Config, resources: dic
 def _fail_cells_not_run(nb: NotebookNode) -> None:
     """Give every grade cell that never ran an error, so that it cannot score as passed."""
     for cell in nb.cells:
-        if cell.cell_type == "code" and utils.is_grade(cell) and cell.get("execution_count") is None:
-            cell.outputs = [nbformat.v4.new_output(
-                "error", ename="NotRun", evalue="this cell did not run: the kernel stopped before it",
-                traceback=["NotRun: this cell did not run: the kernel stopped before it"])]
+        if (
+            cell.cell_type == "code"
+            and utils.is_grade(cell)
+            and cell.get("execution_count") is None
+        ):
+            cell.outputs = [
+                nbformat.v4.new_output(
+                    "error",
+                    ename="NotRun",
+                    evalue="this cell did not run: the kernel stopped before it",
+                    traceback=["NotRun: this cell did not run: the kernel stopped before it"],
+                )
+            ]
 
 
 # ---------------------------------------------------------------------------------------------
 # In the main process: the only writer of the gradebook
 
 
-def prepare_submission(gb: Gradebook, course: CourseDirectory, student: str, assignment: str) -> None:
+def prepare_submission(
+    gb: Gradebook, course: CourseDirectory, student: str, assignment: str
+) -> None:
     """Start a submission from scratch in the gradebook: no score of an earlier grading survives."""
     gb.update_or_create_student(student)
     try:
@@ -249,14 +296,18 @@ def record_outcome(gb_url: str, config: Config, outcome: Outcome, notebooks: lis
     with Gradebook(gb_url) as gb:
         for notebook in notebooks:
             if notebook not in outcome.executed:
-                submission = gb.find_submission_notebook(notebook, outcome.assignment, outcome.student)
+                submission = gb.find_submission_notebook(
+                    notebook, outcome.assignment, outcome.student
+                )
                 for grade in submission.grades:
                     grade.auto_score = 0
                     grade.needs_manual_grade = False
                 gb.db.commit()
     for notebook, path in outcome.executed.items():
         nb = nbformat.read(path, as_version=4)
-        resources = _resources(outcome.student, outcome.assignment, notebook, gb_url, Path(path).parent)
+        resources = _resources(
+            outcome.student, outcome.assignment, notebook, gb_url, Path(path).parent
+        )
         nb = _run(record, config, nb, resources)
         nbformat.write(nb, path)
     write_record(config, outcome)
@@ -265,7 +316,9 @@ def record_outcome(gb_url: str, config: Config, outcome: Outcome, notebooks: lis
 def write_record(config: Config, outcome: Outcome) -> None:
     """Keep the outcome beside the autograded notebooks, for the summary and for regrading."""
     course = CourseDirectory(config=config)
-    dest = Path(course.format_path(course.autograded_directory, outcome.student, outcome.assignment))
+    dest = Path(
+        course.format_path(course.autograded_directory, outcome.student, outcome.assignment)
+    )
     dest.mkdir(parents=True, exist_ok=True)
     (dest / RECORD_FILE).write_text(json.dumps(outcome.to_record(), indent=1) + "\n")
 
@@ -290,8 +343,10 @@ def read_only_copy(db_url: str) -> Iterator[str]:
         return
     with tempfile.TemporaryDirectory(prefix="nncourse-gradebook-") as folder:
         snapshot = Path(folder) / "gradebook.db"
-        with contextlib.closing(sqlite3.connect(db_url[len(prefix):])) as live, \
-                contextlib.closing(sqlite3.connect(snapshot)) as copy:
+        with (
+            contextlib.closing(sqlite3.connect(db_url[len(prefix) :])) as live,
+            contextlib.closing(sqlite3.connect(snapshot)) as copy,
+        ):
             live.backup(copy)
         yield prefix + str(snapshot)
 
@@ -303,7 +358,7 @@ def _worker_init() -> None:
 
 
 def run_parallel(tasks: list[Task], jobs: int, on_done: Callable[[Outcome], None]) -> None:
-    """Execute the tasks on `jobs` worker processes, handing each outcome to on_done as it completes.
+    """Execute the tasks on `jobs` worker processes; hand each outcome to on_done when it is ready.
 
     A worker process that dies (killed for memory, say) breaks the whole pool; the tasks it
     took down with it are run again in a fresh pool, and a task that breaks a pool on its
@@ -334,5 +389,11 @@ def run_parallel(tasks: list[Task], jobs: int, on_done: Callable[[Outcome], None
 
 def _grading_failed(task: Task, error: BaseException) -> Outcome:
     """The outcome of a submission whose grading itself failed: crashed, and retried next time."""
-    return Outcome(task.student, task.assignment, CRASHED, digest=task.digest, retry=True,
-                   reason=f"grading failed: {type(error).__name__}: {error}")
+    return Outcome(
+        task.student,
+        task.assignment,
+        CRASHED,
+        digest=task.digest,
+        retry=True,
+        reason=f"grading failed: {type(error).__name__}: {error}",
+    )

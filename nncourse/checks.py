@@ -1,4 +1,4 @@
-"""Checks run by the hidden tests: each compares a student's function with the reference and names well-known mistakes."""
+"""Checks for the hidden tests: compare a student's function with the reference; name mistakes."""
 
 from __future__ import annotations
 
@@ -41,10 +41,11 @@ DETAILS_MARK = "[details for the instructor]"
 
 
 class HiddenTestFailure(AssertionError):
-    """A hidden test failed: what was checked and the likely mistake, then the values for the instructor."""
+    """A hidden test failed: what was checked, the likely mistake, then values for instructors."""
 
     def __init__(self, summary: str, details: str = "") -> None:
         super().__init__(summary + (f"\n{DETAILS_MARK} {details}" if details else ""))
+
 
 # name -> (the student's value it replaced, the reference put in its place)
 _installed: dict[str, tuple[Any, Any]] = {}
@@ -130,7 +131,9 @@ def _number(label: str, value: Any) -> float:
 def _unpack(label: str, result: Any, count: int) -> tuple[Any, ...]:
     """Check that a function returned `count` values and return them."""
     if not isinstance(result, (tuple, list)) or len(result) != count:
-        got = f"{len(result)} values" if isinstance(result, (tuple, list)) else type(result).__name__
+        got = (
+            f"{len(result)} values" if isinstance(result, (tuple, list)) else type(result).__name__
+        )
         raise HiddenTestFailure(f"{label} should return {count} values, got {got}")
     return tuple(result)
 
@@ -146,14 +149,17 @@ def _show(value: Any) -> str:
     return np.array2string(np.asarray(value, dtype=float), precision=4, threshold=8, edgeitems=2)
 
 
-def _mismatch(label: str, got: Any, want: Any, hint: str | None = None) -> HiddenTestFailure:
-    """Build the failure for a wrong value: what was checked and why first, the values after the mark."""
+def _mismatch(
+    label: str, got: Any, want: Any, hint: str | None = None, given: Any = None
+) -> HiddenTestFailure:
+    """The failure for a wrong value: what was checked and why, then the values after the mark."""
     summary = f"{label}: wrong values" + (f". {hint}" if hint else "")
-    return HiddenTestFailure(summary, f"expected {_show(want)}, got {_show(got)}")
+    inputs = "" if given is None else f"for input {_show(given)}: "
+    return HiddenTestFailure(summary, f"{inputs}expected {_show(want)}, got {_show(got)}")
 
 
 def _numerical_gradient(cost: Callable[[], float], params: Sequence[Array]) -> list[Array]:
-    """Central finite differences of cost() with respect to every entry of params (changed in place, then restored)."""
+    """Central differences of cost() for every entry of params (changed in place, then restored)."""
     eps = 1e-6
     grads = []
     for param in params:
@@ -177,7 +183,11 @@ def _numerical_gradient(cost: Callable[[], float], params: Sequence[Array]) -> l
 def _activation_inputs() -> list[Array]:
     """Inputs the students have not seen, the kink of relu included."""
     rng = np.random.default_rng(7)
-    return [np.array([0.0, 1e-3, -1e-3, 4.0]), rng.normal(scale=3, size=7), rng.normal(scale=2, size=(4, 3))]
+    return [
+        np.array([0.0, 1e-3, -1e-3, 4.0]),
+        rng.normal(scale=3, size=7),
+        rng.normal(scale=2, size=(4, 3)),
+    ]
 
 
 def activation_values(function: Callable[..., Any], name: str) -> None:
@@ -185,35 +195,41 @@ def activation_values(function: Callable[..., Any], name: str) -> None:
     ref = reference(name)
     for x in _activation_inputs():
         given = x.copy()
-        got = _array(f"{name}(x) for x of shape {x.shape}", _call(f"{name}(x)", function, given), x.shape)
+        got = _array(
+            f"{name}(x) for x of shape {x.shape}", _call(f"{name}(x)", function, given), x.shape
+        )
         if not np.array_equal(given, x):
-            raise HiddenTestFailure(f"{name}(x) changed its input array x: compute a new array instead")
+            raise HiddenTestFailure(
+                f"{name}(x) changed its input array x: compute a new array instead"
+            )
         if not _close(got, ref(x)):
             hint = None
             if name == "logistic" and _close(got, 1 / (1 + np.exp(x))):
                 hint = "That is 1 / (1 + e^x): check the sign of the exponent"
-            raise _mismatch(f"{name}(x) at x = {_show(x)}", got, ref(x), hint)
+            raise _mismatch(f"{name}(x) for x of shape {x.shape}", got, ref(x), hint, given=x)
 
 
 def activation_derivative(function: Callable[..., Any], name: str) -> None:
     """The derivative of activation `name`, at the pre-activation x, matches the reference."""
     ref = reference(name)
     for x in _activation_inputs():
-        label = f"{name}(x, deriv=True) at x = {_show(x)}"
+        label = f"{name}(x, deriv=True) for x of shape {x.shape}"
         got = _array(label, _call(label, function, x.copy(), True), x.shape)
         want = ref(x, True)
         if _close(got, want):
             continue
         if _close(got, ref(ref(x), True)):
-            hint = (f"You evaluated the derivative at the activation {name}(x) instead of at x: "
-                    "the derivative takes the pre-activation")
+            hint = (
+                f"You evaluated the derivative at the activation {name}(x) instead of at x: "
+                "the derivative takes the pre-activation"
+            )
         elif _close(got, ref(x)):
             hint = "deriv=True returned the function's value, not its derivative"
         elif name == "relu" and _close(got[x != 0], want[x != 0]):
             hint = "By the course's convention, relu'(0) = 0"
         else:
             hint = None
-        raise _mismatch(label, got, want, hint)
+        raise _mismatch(label, got, want, hint, given=x)
 
 
 def _cost_inputs() -> list[tuple[Array, Array]]:
@@ -221,7 +237,9 @@ def _cost_inputs() -> list[tuple[Array, Array]]:
     rng = np.random.default_rng(13)
     cases = []
     for shape in [(6,), (9, 1)]:
-        cases.append((rng.uniform(0.05, 0.95, size=shape), rng.integers(0, 2, size=shape).astype(float)))
+        cases.append(
+            (rng.uniform(0.05, 0.95, size=shape), rng.integers(0, 2, size=shape).astype(float))
+        )
     return cases
 
 
@@ -244,7 +262,7 @@ def cost_value(function: Callable[..., Any], name: str) -> None:
 
 
 def cost_derivative(function: Callable[..., Any], name: str) -> None:
-    """The derivative of cost `name` is each example's loss derivative with respect to its prediction."""
+    """The derivative of cost `name` is each example's loss derivative w.r.t. its prediction."""
     ref = reference(name)
     for y_preds, y in _cost_inputs():
         label = f"{name}(y_preds, y, deriv=True) for y of shape {y.shape}"
@@ -253,14 +271,18 @@ def cost_derivative(function: Callable[..., Any], name: str) -> None:
         if _close(got, want):
             continue
         if _close(got, want / len(y)):
-            hint = ("You divided by the number of examples: deriv=True gives each example's own "
-                    "derivative; the averaging happens when you compute the gradient")
+            hint = (
+                "You divided by the number of examples: deriv=True gives each example's own "
+                "derivative; the averaging happens when you compute the gradient"
+            )
         elif _close(got, -want):
             hint = "The sign is flipped"
         elif name == "cross_entropy" and _close(got, y_preds - y):
-            hint = ("y_pred - y is the derivative with respect to the logistic unit's input z, "
-                    "after multiplying by the logistic derivative; here we need the derivative "
-                    "with respect to y_pred itself")
+            hint = (
+                "y_pred - y is the derivative with respect to the logistic unit's input z, "
+                "after multiplying by the logistic derivative; here we need the derivative "
+                "with respect to y_pred itself"
+            )
         elif name == "mean_squared_error" and _close(got, y_preds - y):
             hint = "The derivative of (y_pred - y)^2 has a factor 2"
         else:
@@ -273,18 +295,18 @@ def cost_derivative(function: Callable[..., Any], name: str) -> None:
 
 MISTAKES = {
     "sum": "the step is m times too large: you summed the gradient over the examples instead of "
-           "averaging it",
+    "averaging it",
     "sign": "the step goes up the gradient instead of down: check the sign of the update",
     "frozen": "the parameters did not change: return the updated parameters",
-    "double_logistic_derivative": "you multiplied y_pred - y by the logistic derivative: y_pred - y "
-                                  "already is the derivative with respect to z; chain "
-                                  "cost_f(A, y, deriv=True) with the activation derivative instead",
+    "double_logistic_derivative": "you multiplied y_pred - y by the logistic derivative: "
+    "y_pred - y "
+    "already is the derivative with respect to z; chain "
+    "cost_f(A, y, deriv=True) with the activation derivative instead",
     "updated_weights": "the error was propagated through weights already updated in this epoch: "
-                       "compute every layer's delta before changing any weight",
+    "compute every layer's delta before changing any weight",
     "derivative_of_activation": "the activation derivative was evaluated at the activations A "
-                                "instead of the pre-activations Z",
-    "missing_hidden_derivative": "the hidden layers' deltas miss the activation derivative "
-                                 "f'(Z)",
+    "instead of the pre-activations Z",
+    "missing_hidden_derivative": "the hidden layers' deltas miss the activation derivative f'(Z)",
 }
 
 
@@ -298,23 +320,32 @@ def _check_step(
     m: int,
     variants: dict[str, Sequence[Array]],
 ) -> None:
-    """Check that after - before equals -lrate * grads for every parameter; name the mistake if not."""
+    """Check that after - before is -lrate * grads for every parameter; name the mistake if not."""
     steps = [
         _array(f"{label}: {name} after one epoch", new, old.shape) - old
-        for name, old, new in zip(names, before, after)
+        for name, old, new in zip(names, before, after, strict=True)
     ]
 
     def matches(candidate: Sequence[Array]) -> bool:
-        return all(_close(s, -lrate * g, rtol=1e-5, atol=1e-8) for s, g in zip(steps, candidate))
+        pairs = zip(steps, candidate, strict=True)
+        return all(_close(s, -lrate * g, rtol=1e-5, atol=1e-8) for s, g in pairs)
 
     if matches(grads):
         return
-    candidates = {"sum": [m * g for g in grads], "sign": [-g for g in grads], **variants,
-                  "frozen": [np.zeros_like(g) for g in grads]}
+    candidates = {
+        "sum": [m * g for g in grads],
+        "sign": [-g for g in grads],
+        **variants,
+        "frozen": [np.zeros_like(g) for g in grads],
+    }
     for mistake, candidate in candidates.items():
         if matches(candidate):
             raise HiddenTestFailure(f"{label}: {MISTAKES[mistake]}")
-    wrong = [name for name, s, g in zip(names, steps, grads) if not _close(s, -lrate * g, 1e-5, 1e-8)]
+    wrong = [
+        name
+        for name, s, g in zip(names, steps, grads, strict=True)
+        if not _close(s, -lrate * g, 1e-5, 1e-8)
+    ]
     first = names.index(wrong[0])
     raise HiddenTestFailure(
         f"{label}: one epoch should move every parameter by -lrate times the gradient of the mean "
@@ -325,23 +356,32 @@ def _check_step(
 
 def gradient_descent_step(function: Callable[..., Any]) -> None:
     """One epoch of gradient_descent is a step of -lrate times the finite-difference gradient."""
-    logistic, cross_entropy = reference("gradient_descent", "logistic"), reference("gradient_descent", "cross_entropy")
+    logistic, cross_entropy = (
+        reference("gradient_descent", "logistic"),
+        reference("gradient_descent", "cross_entropy"),
+    )
     rng = np.random.default_rng(11)
     for m, lrate in [(8, 0.3), (5, 1.5)]:
         x, y = rng.normal(size=(m, 2)), rng.integers(0, 2, size=m).astype(float)
         ws, b = rng.normal(size=2), np.array(rng.normal())
         label = f"gradient_descent with {m} examples, lrate={lrate}, epochs=1"
-        got_ws, got_b, got_pred = _unpack(label, _call(label, function, x.copy(), y.copy(), ws.copy(),
-                                                       float(b), lrate, 1), 3)
-        grads = _numerical_gradient(lambda: cross_entropy(logistic(x @ ws + b), y), [ws, b])
+        got_ws, got_b, got_pred = _unpack(
+            label, _call(label, function, x.copy(), y.copy(), ws.copy(), float(b), lrate, 1), 3
+        )
+        # The lambdas here and below are called at once, inside this iteration.
+        grads = _numerical_gradient(lambda: cross_entropy(logistic(x @ ws + b), y), [ws, b])  # noqa: B023
         z = x @ ws + b
         delta_seed = (logistic(z) - y) * logistic(z, True)
         variants = {"double_logistic_derivative": [x.T @ delta_seed / m, np.mean(delta_seed)]}
         _check_step(label, ["ws", "b"], [ws, b], [got_ws, got_b], grads, lrate, m, variants)
         pred = _array(f"{label}: y_pred", got_pred, (m,))
         if not _close(pred, logistic(z)):
-            raise _mismatch(f"{label}: y_pred", pred, logistic(z),
-                            "y_pred should be the prediction of the forward pass before the update")
+            raise _mismatch(
+                f"{label}: y_pred",
+                pred,
+                logistic(z),
+                "y_pred should be the prediction of the forward pass before the update",
+            )
 
 
 def gradient_descent_training(function: Callable[..., Any]) -> None:
@@ -354,11 +394,13 @@ def gradient_descent_training(function: Callable[..., Any]) -> None:
     got = _unpack(label, _call(label, function, x.copy(), y.copy(), ws.copy(), b, 0.5, 25), 3)
     with _quiet():
         want = ref(x, y, ws.copy(), b, 0.5, 25)
-    for name, g, w in zip(["ws", "b", "y_pred"], got, want):
+    for name, g, w in zip(["ws", "b", "y_pred"], got, want, strict=True):
         g = _array(f"{label}: {name}", g, np.shape(w))
         if not _close(g, w, rtol=1e-5, atol=1e-8):
             hint = None
-            if name == "y_pred" and _close(g, reference("gradient_descent", "logistic")(x @ want[0] + want[1])):
+            if name == "y_pred" and _close(
+                g, reference("gradient_descent", "logistic")(x @ want[0] + want[1])
+            ):
                 hint = "That is the prediction after the last update; return the one made before it"
             raise _mismatch(f"{label}: {name}", g, w, hint)
 
@@ -372,7 +414,7 @@ def _network(sizes: Sequence[int], act_names: Sequence[str], seed: int, m: int =
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(m, sizes[0]))
     y = rng.integers(0, 2, size=(m, sizes[-1])).astype(float)
-    ws = [rng.normal(size=shape) for shape in zip(sizes[:-1], sizes[1:])]
+    ws = [rng.normal(size=shape) for shape in zip(sizes[:-1], sizes[1:], strict=True)]
     bs = [rng.normal(scale=0.3, size=(1, size)) for size in sizes[1:]]
     return x, y, ws, bs, list(act_names)
 
@@ -388,10 +430,12 @@ NETWORKS = [
 ]
 
 
-def _forward(x: Array, ws: Sequence[Array], bs: Sequence[Array], act_fs: Sequence[Callable]) -> tuple[list, list]:
+def _forward(
+    x: Array, ws: Sequence[Array], bs: Sequence[Array], act_fs: Sequence[Callable]
+) -> tuple[list, list]:
     """The checks' own forward pass, independent of the reference solution."""
     zs, activations = [], [x]
-    for w, b, act_f in zip(ws, bs, act_fs):
+    for w, b, act_f in zip(ws, bs, act_fs, strict=True):
         zs.append(activations[-1] @ w + b)
         activations.append(act_f(zs[-1]))
     return zs, activations
@@ -423,11 +467,12 @@ def _known_wrong_gradients(x, y, ws, bs, act_fs, cost_f, lrate, mistake: str) ->
 
 
 def _backprop_label(sizes: Sequence[int], act_names: Sequence[str], cost: str, epochs: int) -> str:
-    return f"backprop with layer sizes {tuple(sizes)}, act_fs [{', '.join(act_names)}], {cost}, epochs={epochs}"
+    acts = ", ".join(act_names)
+    return f"backprop with layer sizes {tuple(sizes)}, act_fs [{acts}], {cost}, epochs={epochs}"
 
 
 def backprop_step(function: Callable[..., Any], depths: Sequence[int]) -> None:
-    """One epoch of backprop is a step of -lrate times the finite-difference gradient of the mean cost."""
+    """One epoch of backprop steps by -lrate times the finite-difference gradient of the cost."""
     function_id = "backprop_one_hidden" if tuple(depths) == (1,) else "backprop_any_depth"
     returned = 6 if function_id == "backprop_one_hidden" else 4
     lrate = 0.2
@@ -438,28 +483,58 @@ def backprop_step(function: Callable[..., Any], depths: Sequence[int]) -> None:
         act_fs = [reference(function_id, name) for name in act_names]
         cost_f = reference(function_id, cost)
         label = _backprop_label(sizes, act_names, cost, 1)
-        result = _unpack(label, _call(label, function, x.copy(), y.copy(), copy.deepcopy(ws),
-                                      copy.deepcopy(bs), act_fs, cost_f, lrate, 1), returned)
-        new_ws, new_bs = (_unpack(f"{label}: the returned {what}", value, len(ws))
-                          for what, value in [("ws", result[0]), ("bs", result[1])])
-        grads = _numerical_gradient(lambda: cost_f(_forward(x, ws, bs, act_fs)[1][-1], y), ws + bs)
+        result = _unpack(
+            label,
+            _call(
+                label,
+                function,
+                x.copy(),
+                y.copy(),
+                copy.deepcopy(ws),
+                copy.deepcopy(bs),
+                act_fs,
+                cost_f,
+                lrate,
+                1,
+            ),
+            returned,
+        )
+        new_ws, new_bs = (
+            _unpack(f"{label}: the returned {what}", value, len(ws))
+            for what, value in [("ws", result[0]), ("bs", result[1])]
+        )
+
+        def mean_cost() -> float:
+            return cost_f(_forward(x, ws, bs, act_fs)[1][-1], y)  # noqa: B023 - called at once
+
+        grads = _numerical_gradient(mean_cost, ws + bs)
         variants = {
             mistake: _known_wrong_gradients(x, y, ws, bs, act_fs, cost_f, lrate, mistake)
-            for mistake in ["updated_weights", "derivative_of_activation", "missing_hidden_derivative"]
+            for mistake in [
+                "updated_weights",
+                "derivative_of_activation",
+                "missing_hidden_derivative",
+            ]
         }
         if act_names[-1] == "logistic" and cost == "cross_entropy":
             variants["double_logistic_derivative"] = _known_wrong_gradients(
-                x, y, ws, bs, act_fs, cost_f, lrate, "double_logistic_derivative")
+                x, y, ws, bs, act_fs, cost_f, lrate, "double_logistic_derivative"
+            )
         names = [f"W{i + 1}" for i in range(len(ws))] + [f"b{i + 1}" for i in range(len(bs))]
-        _check_step(label, names, ws + bs, list(new_ws) + list(new_bs), grads, lrate, len(x), variants)
+        _check_step(
+            label, names, ws + bs, list(new_ws) + list(new_bs), grads, lrate, len(x), variants
+        )
 
 
 def backprop_training(function: Callable[..., Any], depth: int) -> None:
     """Several epochs of backprop end where the reference ends and return the last forward pass."""
     function_id = "backprop_one_hidden" if depth == 1 else "backprop_any_depth"
     ref = reference(function_id)
-    sizes, act_names = ((2, 3, 1), ("tanh", "logistic")) if depth == 1 else \
-        ((2, 5, 4, 2, 1), ("tanh", "relu", "tanh", "logistic"))
+    sizes, act_names = (
+        ((2, 3, 1), ("tanh", "logistic"))
+        if depth == 1
+        else ((2, 5, 4, 2, 1), ("tanh", "relu", "tanh", "logistic"))
+    )
     x, y, ws, bs, _ = _network(sizes, act_names, seed=23, m=10)
     act_fs = [reference(function_id, name) for name in act_names]
     cost_f = reference(function_id, "cross_entropy")
@@ -470,23 +545,20 @@ def backprop_training(function: Callable[..., Any], depth: int) -> None:
         want = ref(*copy.deepcopy(args))
     got = _unpack(label, _call(label, function, *copy.deepcopy(args)), len(want))
     layers = len(ws)
-    if depth == 1:
-        names = ["ws", "bs", "Z1", "A1", "Z2", "A2"]
-        pairs = list(zip(names, got, want))
-    else:
-        names = ["ws", "bs", "Zs", "As"]
-        pairs = list(zip(names, got, want))
-    for name, g, w in pairs:
+    names = ["ws", "bs", "Z1", "A1", "Z2", "A2"] if depth == 1 else ["ws", "bs", "Zs", "As"]
+    for name, g, w in zip(names, got, want, strict=True):
         if isinstance(w, list):
             g = _unpack(f"{label}: the returned {name}", g, layers)
-            for i, (gi, wi) in enumerate(zip(g, w)):
+            for i, (gi, wi) in enumerate(zip(g, w, strict=True)):
                 _expect_trained(f"{label}: {name}[{i}]", gi, wi, name, x, want, ws, act_fs)
         else:
             _expect_trained(f"{label}: {name}", g, w, name, x, want, ws, act_fs)
 
 
-def _expect_trained(label: str, got: Any, want: Array, name: str, x: Array, want_all, ws, act_fs) -> None:
-    """Compare one returned value of a training run with the reference, with a hint for stale values."""
+def _expect_trained(
+    label: str, got: Any, want: Array, name: str, x: Array, want_all, ws, act_fs
+) -> None:
+    """Compare one returned value of a training run with the reference; hint at stale values."""
     got = _array(label, got, want.shape)
     if _close(got, want, rtol=1e-5, atol=1e-8):
         return
@@ -496,10 +568,15 @@ def _expect_trained(label: str, got: Any, want: Array, name: str, x: Array, want
         after = _forward(x, want_all[0], want_all[1], act_fs)
         candidates = after[0] + after[1][1:]
         if any(_close(got, c, rtol=1e-5, atol=1e-8) for c in candidates):
-            hint = "That comes from a forward pass after the last update; return the one made before it"
+            hint = (
+                "That comes from a forward pass after the last update; "
+                "return the one made before it"
+            )
     else:
-        hint = ("The first epoch may be right while later ones drift: each epoch must start from "
-                "the parameters the previous epoch produced")
+        hint = (
+            "The first epoch may be right while later ones drift: each epoch must start from "
+            "the parameters the previous epoch produced"
+        )
     raise _mismatch(label, got, want, hint)
 
 
@@ -525,17 +602,25 @@ def _check_forward(function: Callable[..., Any], function_id: str, networks) -> 
         if function_id == "forward_pass_one_hidden":
             got = _unpack(label, result, 4)
             # (name, layer index, returned, expected)
-            entries = [(name, int(name[1]) - 1, g, w) for name, g, w in zip(["Z1", "A1", "Z2", "A2"], got, want)]
+            entries = [
+                (name, int(name[1]) - 1, g, w)
+                for name, g, w in zip(["Z1", "A1", "Z2", "A2"], got, want, strict=True)
+            ]
         else:
             zs, activations = _unpack(label, result, 2)
             layers = len(ws)
             for what, values in [("Zs", zs), ("As", activations)]:
                 if isinstance(values, (list, tuple)) and len(values) == layers + 1:
-                    raise HiddenTestFailure(f"{label}: {what} has {layers + 1} entries for {layers} layers. "
-                                         "Zs and As hold one entry per layer; the input x is not included")
+                    raise HiddenTestFailure(
+                        f"{label}: {what} has {layers + 1} entries for {layers} layers. "
+                        "Zs and As hold one entry per layer; the input x is not included"
+                    )
                 _unpack(f"{label}: {what}", values, layers)
-            entries = [(f"{what}[{i}]", i, values[i], want[k][i])
-                       for i in range(layers) for k, (what, values) in enumerate([("Zs", zs), ("As", activations)])]
+            entries = [
+                (f"{what}[{i}]", i, values[i], want[k][i])
+                for i in range(layers)
+                for k, (what, values) in enumerate([("Zs", zs), ("As", activations)])
+            ]
         layer_inputs = _forward(x, ws, bs, act_fs)[1]
         for name, layer, g, w in entries:
             g = _array(f"{label}: {name}", g, w.shape)

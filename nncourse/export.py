@@ -48,16 +48,30 @@ def cell_results(course: CourseDirectory, results: list[StudentResult]) -> list[
                 for cell in notebook.grade_cells:
                     score = 0.0
                     if result.status != "missing":
-                        score = gb.find_grade(cell.name, notebook.name, result.assignment, result.student).score
+                        score = gb.find_grade(
+                            cell.name, notebook.name, result.assignment, result.student
+                        ).score
                     message = messages.get(cell.name, "") if score < cell.max_score else ""
                     if result.status in ("missing", "ungradable") and score < cell.max_score:
                         message = message or result.status
-                    rows.append(CellResult(result.assignment, result.student, result.status, notebook.name,
-                                           cell.name, score, cell.max_score, message))
+                    rows.append(
+                        CellResult(
+                            result.assignment,
+                            result.student,
+                            result.status,
+                            notebook.name,
+                            cell.name,
+                            score,
+                            cell.max_score,
+                            message,
+                        )
+                    )
     return rows
 
 
-def _failure_messages(course: CourseDirectory, result: StudentResult, notebook: str) -> dict[str, str]:
+def _failure_messages(
+    course: CourseDirectory, result: StudentResult, notebook: str
+) -> dict[str, str]:
     """The student-visible error line of each failed grade cell in an autograded notebook."""
     path = Path(course.format_path(course.autograded_directory, result.student, result.assignment))
     path = path / f"{notebook}.ipynb"

@@ -1,4 +1,4 @@
-"""Feedback that shows students their work and their scores, never the hidden tests or reference values."""
+"""Feedback that shows students their work and scores, never hidden tests or reference values."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from nbgrader import utils
 from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
 
 from nncourse.checks import DETAILS_MARK
+
 
 class HideHiddenTests(NbGraderPreprocessor):
     """Strip hidden tests from grade cells and keep only their verdict.
@@ -32,7 +33,7 @@ class HideHiddenTests(NbGraderPreprocessor):
 
 
 def student_message(error: NotebookNode) -> str:
-    """An error output as a student may read it: its name and its message, cut before the instructor's details."""
+    """An error output as a student may read it: name and message, without the instructor's part."""
     name = error.get("ename", "Error")
     message = str(error.get("evalue", "")).split(DETAILS_MARK)[0].strip()
     return f"{name}: {message}" if message else name
@@ -41,5 +42,9 @@ def student_message(error: NotebookNode) -> str:
 def _verdict(error: NotebookNode) -> NotebookNode:
     """One error output that says what failed, without traceback."""
     text = student_message(error)
-    return NotebookNode(output_type="error", ename=error.get("ename", "Error"),
-                        evalue=text.partition(": ")[2], traceback=[text])
+    return NotebookNode(
+        output_type="error",
+        ename=error.get("ename", "Error"),
+        evalue=text.partition(": ")[2],
+        traceback=[text],
+    )

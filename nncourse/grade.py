@@ -1,4 +1,4 @@
-"""`nncourse grade`: autograde a whole class in parallel, so that every student ends with a result."""
+"""`nncourse grade`: autograde a whole class in parallel; every student ends with a result."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def grade_class(
     force: bool = False,
     progress: bool = True,
 ) -> list[StudentResult]:
-    """Grade every submission that is new or changed; return one result per student and assignment."""
+    """Grade every new or changed submission; return one result per student and assignment."""
     config = autograde.load_config(course_root)
     course = CourseDirectory(config=config)
     jobs = jobs or os.cpu_count() or 1
@@ -48,17 +48,22 @@ def grade_class(
         if unknown:
             raise SystemExit(
                 f"unknown assignment(s) {', '.join(unknown)}: the gradebook {course.db_url} knows "
-                f"{', '.join(known) or 'none'}. Run `nncourse build` (or nbgrader generate_assignment) first."
+                f"{', '.join(known) or 'none'}. "
+                "Run `nncourse build` (or nbgrader generate_assignment) first."
             )
         roster = sorted({s.id for s in gb.students} | _submitters(course))
         notebooks = {a: [n.name for n in gb.find_assignment(a).notebooks] for a in assignments}
         tasks, kept = [], []
         for assignment in assignments:
             for student in roster:
-                kept_or_task = _plan(gb, course, config, student, assignment, notebooks[assignment], force)
+                kept_or_task = _plan(
+                    gb, course, config, student, assignment, notebooks[assignment], force
+                )
                 (tasks if isinstance(kept_or_task, Task) else kept).append(kept_or_task)
     outcomes: list[Outcome] = list(kept)
-    bar = tqdm(total=len(tasks), unit="submission", desc="grading", disable=not progress or not tasks)
+    bar = tqdm(
+        total=len(tasks), unit="submission", desc="grading", disable=not progress or not tasks
+    )
     with autograde.read_only_copy(course.db_url) as read_url:
         for task in tasks:
             task.read_db_url = read_url
@@ -79,12 +84,23 @@ def grade_class(
 def _submitters(course: CourseDirectory) -> set[str]:
     """Students with a folder in submitted/."""
     folder = Path(course.root) / course.submitted_directory
-    return {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")} if folder.exists() else set()
+    return (
+        {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        if folder.exists()
+        else set()
+    )
 
 
-def _plan(gb: Gradebook, course: CourseDirectory, config, student: str, assignment: str,
-          notebooks: list[str], force: bool) -> Task | Outcome:
-    """Decide what to do with one student's assignment: a task to run, or the outcome already known."""
+def _plan(
+    gb: Gradebook,
+    course: CourseDirectory,
+    config,
+    student: str,
+    assignment: str,
+    notebooks: list[str],
+    force: bool,
+) -> Task | Outcome:
+    """Decide on one student's assignment: a task to run, or the outcome already known."""
     folder = Path(course.format_path(course.submitted_directory, student, assignment))
     if not folder.is_dir():
         return Outcome(student, assignment, MISSING, reason="no submission")
@@ -93,7 +109,9 @@ def _plan(gb: Gradebook, course: CourseDirectory, config, student: str, assignme
     # Content decides, not timestamp.txt: a resubmission without a new timestamp is regraded too.
     unchanged = record and record["digest"] == digest and not record.get("retry")
     if not force and unchanged and _has_submission(gb, student, assignment):
-        return Outcome(student, assignment, record["status"], record["reason"], digest, record["seconds"])
+        return Outcome(
+            student, assignment, record["status"], record["reason"], digest, record["seconds"]
+        )
     autograde.prepare_submission(gb, course, student, assignment)
     return Task(config, student, assignment, notebooks, read_db_url="", digest=digest)
 
@@ -107,7 +125,9 @@ def _has_submission(gb: Gradebook, student: str, assignment: str) -> bool:
     return True
 
 
-def _results(course: CourseDirectory, outcomes: list[Outcome], regraded: set) -> list[StudentResult]:
+def _results(
+    course: CourseDirectory, outcomes: list[Outcome], regraded: set
+) -> list[StudentResult]:
     """Join outcomes with the scores the gradebook now holds."""
     results = []
     with Gradebook(course.db_url, course.course_id) as gb:
@@ -116,8 +136,18 @@ def _results(course: CourseDirectory, outcomes: list[Outcome], regraded: set) ->
             score = 0.0
             if o.status != MISSING:
                 score = gb.find_submission(o.assignment, o.student).score
-            results.append(StudentResult(o.student, o.assignment, o.status, score, max_scores[o.assignment],
-                                         o.reason, o.seconds, (o.student, o.assignment) in regraded))
+            results.append(
+                StudentResult(
+                    o.student,
+                    o.assignment,
+                    o.status,
+                    score,
+                    max_scores[o.assignment],
+                    o.reason,
+                    o.seconds,
+                    (o.student, o.assignment) in regraded,
+                )
+            )
     return results
 
 

@@ -1,4 +1,4 @@
-"""Reference solutions, exported from the master notebook so that grading never keeps a copy of its own."""
+"""Reference solutions, exported from the master notebook: grading keeps no copy of its own."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ def export(source_notebook: Path, course_root: Path) -> Path:
 
 @functools.cache
 def namespace(assignment: str, upto: str) -> dict[str, Any]:
-    """Run the reference solution cells in notebook order up to grade id `upto`; return their globals.
+    """Run the reference solution cells in order up to grade id `upto`; return their globals.
 
     Running them in order, in one namespace, resolves every name the way the notebook does:
     the one-hidden-layer `backprop` calls the one-hidden-layer `forward_pass`, because the

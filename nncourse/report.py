@@ -23,7 +23,8 @@ from nncourse.grade import StudentResult  # noqa: E402
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
 table { border-collapse: collapse; margin: 1em 0; }
-th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.8em; text-align: left; vertical-align: top; }
+th, td { border-bottom: 1px solid #ddd; padding: 0.3em 0.8em; text-align: left;
+         vertical-align: top; }
 td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .attention { color: #a30; font-weight: bold; }
 img { max-width: 100%; }
@@ -72,9 +73,10 @@ def _link(path: Path, base: Path) -> str:
     return os.path.relpath(path, base) if path.exists() else ""
 
 
-def write_report(results: list[StudentResult], cells: list[CellResult], feedback: dict[str, Path],
-                 target: Path) -> Path:
-    """Write the report of one assignment to target; feedback maps a student to their feedback page."""
+def write_report(
+    results: list[StudentResult], cells: list[CellResult], feedback: dict[str, Path], target: Path
+) -> Path:
+    """Write the report of one assignment; feedback maps a student to their feedback page."""
     assignment = results[0].assignment
     scores = [r.score for r in results]
     statuses = Counter(r.status for r in results)
@@ -90,26 +92,40 @@ def write_report(results: list[StudentResult], cells: list[CellResult], feedback
 
     def student_row(r: StudentResult) -> str:
         link = _link(feedback.get(r.student, Path("-")), base)
-        name = f'<a href="{html.escape(link)}">{html.escape(r.student)}</a>' if link else html.escape(r.student)
+        name = (
+            f'<a href="{html.escape(link)}">{html.escape(r.student)}</a>'
+            if link
+            else html.escape(r.student)
+        )
         css = ' class="attention"' if r.status in NEEDS_ATTENTION else ""
-        return (f"<tr><td>{name}</td><td{css}>{html.escape(r.status)}</td><td class=num>{r.score:g}</td>"
-                f"<td>{html.escape(r.reason)}</td></tr>")
+        return (
+            f"<tr><td>{name}</td><td{css}>{html.escape(r.status)}</td>"
+            f"<td class=num>{r.score:g}</td>"
+            f"<td>{html.escape(r.reason)}</td></tr>"
+        )
 
     cell_rows = []
     for grade_id, rate in rates.items():
-        common = "".join(f"<li>{count} × <code>{html.escape(message)}</code></li>"
-                         for message, count in failures[grade_id].most_common(3))
-        cell_rows.append(f"<tr><td><code>{grade_id}</code></td><td class=num>{points[grade_id]:g}</td>"
-                         f"<td class=num>{100 * rate:.0f}%</td><td><ul>{common}</ul></td></tr>")
+        common = "".join(
+            f"<li>{count} × <code>{html.escape(message)}</code></li>"
+            for message, count in failures[grade_id].most_common(3)
+        )
+        cell_rows.append(
+            f"<tr><td><code>{grade_id}</code></td><td class=num>{points[grade_id]:g}</td>"
+            f"<td class=num>{100 * rate:.0f}%</td><td><ul>{common}</ul></td></tr>"
+        )
     attention = [r for r in results if r.status in NEEDS_ATTENTION]
     status_line = ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items()))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Class report: {html.escape(assignment)}</title>
 <style>{STYLE}</style></head><body>
 <h1>Class report: {html.escape(assignment)}</h1>
-<p><small>Written {datetime.datetime.now().strftime("%Y-%m-%d %H:%M")} by nncourse grade.</small></p>
+<p><small>Written {
+        datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    } by nncourse grade.</small></p>
 <p>{len(results)} students ({status_line}).
-Mean score {statistics.mean(scores):.1f}, median {statistics.median(scores):.1f} of {results[0].max_score:g}.</p>
+Mean score {statistics.mean(scores):.1f}, median {statistics.median(scores):.1f} of {
+        results[0].max_score:g}.</p>
 <h2>Score distribution</h2><img alt="Histogram of total scores" src="{_score_histogram(results)}">
 <h2>Grade cells</h2>
 <p>Cells are in notebook order; the pass rate counts students with full points, missing
@@ -118,9 +134,13 @@ submissions included. Failure messages are those the students' feedback shows.</
 <table><tr><th>grade cell</th><th>points</th><th>pass rate</th><th>most common failures</th></tr>
 {"".join(cell_rows)}</table>
 <h2>Students who need attention</h2>
-{"<p>None.</p>" if not attention else
- "<table><tr><th>student</th><th>status</th><th>score</th><th>reason</th></tr>"
- + "".join(student_row(r) for r in attention) + "</table>"}
+{
+        "<p>None.</p>"
+        if not attention
+        else "<table><tr><th>student</th><th>status</th><th>score</th><th>reason</th></tr>"
+        + "".join(student_row(r) for r in attention)
+        + "</table>"
+    }
 <h2>All students</h2>
 <table><tr><th>student</th><th>status</th><th>score</th><th>note</th></tr>
 {"".join(student_row(r) for r in results)}</table>

@@ -27,8 +27,13 @@ class RunResult:
     exit_status: int
 
 
-def grade_and_report(course_root: Path, assignments: list[str] | None = None, jobs: int | None = None,
-                     force: bool = False, progress: bool = True) -> RunResult:
+def grade_and_report(
+    course_root: Path,
+    assignments: list[str] | None = None,
+    jobs: int | None = None,
+    force: bool = False,
+    progress: bool = True,
+) -> RunResult:
     """Grade, write feedback for every regraded submission, export grades and write the report."""
     results = grade.grade_class(course_root, assignments, jobs=jobs, force=force, progress=progress)
     config = autograde.load_config(course_root)
@@ -42,15 +47,26 @@ def grade_and_report(course_root: Path, assignments: list[str] | None = None, jo
     reports = []
     for assignment in sorted({r.assignment for r in results}):
         rows = [r for r in results if r.assignment == assignment]
-        pages = {r.student: feedback[(r.student, assignment)] for r in rows if (r.student, assignment) in feedback}
-        reports.append(report.write_report(rows, [c for c in cells if c.assignment == assignment], pages,
-                                           out / f"{assignment}_report.html"))
+        pages = {
+            r.student: feedback[(r.student, assignment)]
+            for r in rows
+            if (r.student, assignment) in feedback
+        }
+        reports.append(
+            report.write_report(
+                rows,
+                [c for c in cells if c.assignment == assignment],
+                pages,
+                out / f"{assignment}_report.html",
+            )
+        )
     return RunResult(results, grades_csv, cells_csv, reports, grade.exit_status(results))
 
 
 def _write_feedback(course: CourseDirectory, config, results: list[grade.StudentResult]) -> dict:
-    """Feedback pages (nbgrader's generate_feedback with hidden tests removed); regenerate only what was regraded."""
+    """Feedback pages by nbgrader's generate_feedback (no hidden tests), for what was regraded."""
     api = NbGraderAPI(coursedir=course, config=config)
+    api.log.setLevel(logging.ERROR)  # it logs every file it copies; our summary says what matters
     pages = {}
     for r in results:
         if r.status in (MISSING, UNGRADABLE):
@@ -59,7 +75,9 @@ def _write_feedback(course: CourseDirectory, config, results: list[grade.Student
         if r.regraded or not folder.exists():
             outcome = api.generate_feedback(r.assignment, r.student, force=True)
             if not outcome["success"]:
-                log.warning("feedback for %s failed: %s", r.student, outcome.get("error", "")[-500:])
+                log.warning(
+                    "feedback for %s failed: %s", r.student, outcome.get("error", "")[-500:]
+                )
         found = sorted(folder.glob("*.html"))
         if found:
             pages[(r.student, r.assignment)] = found[0]

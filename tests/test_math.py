@@ -61,12 +61,16 @@ def test_cost_is_a_non_negative_mean(name):
     cost = reference(name)
     y_preds, y = np.array([0.2, 0.7, 0.9]), np.array([0.0, 1.0, 0.0])
     value = cost(y_preds, y)
-    assert isinstance(value, float) and value > 0
+    assert isinstance(value, float)
+    assert value > 0
     assert np.isclose(cost(np.tile(y_preds, 3), np.tile(y, 3)), value)
 
 
 def test_gradient_descent_step_is_minus_lrate_times_the_gradient():
-    logistic, cross_entropy = reference("gradient_descent", "logistic"), reference("gradient_descent", "cross_entropy")
+    logistic, cross_entropy = (
+        reference("gradient_descent", "logistic"),
+        reference("gradient_descent", "cross_entropy"),
+    )
     rng = np.random.default_rng(2)
     x, y = rng.normal(size=(9, 2)), rng.integers(0, 2, size=9).astype(float)
     ws, b = rng.normal(size=2), np.array(0.3)
@@ -77,41 +81,59 @@ def test_gradient_descent_step_is_minus_lrate_times_the_gradient():
     np.testing.assert_allclose(y_pred, logistic(x @ ws + b))
 
 
-@pytest.mark.parametrize("sizes, act_names, cost", checks.NETWORKS, ids=lambda v: str(v))
+@pytest.mark.parametrize(("sizes", "act_names", "cost"), checks.NETWORKS, ids=lambda v: str(v))
 def test_backprop_step_is_minus_lrate_times_the_gradient(sizes, act_names, cost):
     function_id = "backprop_one_hidden" if len(sizes) == 3 else "backprop_any_depth"
     x, y, ws, bs, _ = checks._network(sizes, act_names, seed=5)
     act_fs = [reference(function_id, name) for name in act_names]
     cost_f = reference(function_id, cost)
-    new_ws, new_bs = reference(function_id)(x, y, copy.deepcopy(ws), copy.deepcopy(bs), act_fs, cost_f, 0.2, 1)[:2]
-    grads = numerical_gradient(lambda: cost_f(checks._forward(x, ws, bs, act_fs)[1][-1], y), ws + bs)
-    for before, after, grad in zip(ws + bs, list(new_ws) + list(new_bs), grads):
+    new_ws, new_bs = reference(function_id)(
+        x, y, copy.deepcopy(ws), copy.deepcopy(bs), act_fs, cost_f, 0.2, 1
+    )[:2]
+    grads = numerical_gradient(
+        lambda: cost_f(checks._forward(x, ws, bs, act_fs)[1][-1], y), ws + bs
+    )
+    for before, after, grad in zip(ws + bs, list(new_ws) + list(new_bs), grads, strict=True):
         np.testing.assert_allclose(after - before, -0.2 * grad, rtol=1e-5, atol=1e-9)
 
 
 ONE_HIDDEN_NETWORKS = [network for network in checks.NETWORKS if len(network[0]) == 3]
 
 
-@pytest.mark.parametrize("sizes, act_names, cost", ONE_HIDDEN_NETWORKS, ids=lambda v: str(v))
+@pytest.mark.parametrize(("sizes", "act_names", "cost"), ONE_HIDDEN_NETWORKS, ids=lambda v: str(v))
 def test_general_backprop_agrees_with_one_hidden_where_both_apply(sizes, act_names, cost):
     x, y, ws, bs, _ = checks._network(sizes, act_names, seed=6)
     results = []
     for function_id in ["backprop_one_hidden", "backprop_any_depth"]:
         act_fs = [reference(function_id, name) for name in act_names]
-        results.append(reference(function_id)(x, y, copy.deepcopy(ws), copy.deepcopy(bs), act_fs,
-                                              reference(function_id, cost), 0.3, 15))
+        results.append(
+            reference(function_id)(
+                x,
+                y,
+                copy.deepcopy(ws),
+                copy.deepcopy(bs),
+                act_fs,
+                reference(function_id, cost),
+                0.3,
+                15,
+            )
+        )
     (ws1, bs1, z1, a1, z2, a2), (ws_n, bs_n, zs, activations) = results
-    for a, b in zip([*ws1, *bs1, z1, z2, a1, a2], [*ws_n, *bs_n, *zs, *activations]):
+    for a, b in zip([*ws1, *bs1, z1, z2, a1, a2], [*ws_n, *bs_n, *zs, *activations], strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12)
 
 
-@pytest.mark.parametrize("mistake", ["updated_weights", "derivative_of_activation", "missing_hidden_derivative"])
+@pytest.mark.parametrize(
+    "mistake", ["updated_weights", "derivative_of_activation", "missing_hidden_derivative"]
+)
 def test_known_wrong_gradients_really_are_wrong(mistake):
-    """The mistakes the checks recognise differ from the true gradient, so naming one is never a false alarm."""
+    """The mistakes the checks recognise differ from the true gradient: no false alarms."""
     sizes, act_names, cost = checks.NETWORKS[4]
     x, y, ws, bs, _ = checks._network(sizes, act_names, seed=8)
     act_fs = [reference("backprop_any_depth", name) for name in act_names]
     cost_f = reference("backprop_any_depth", cost)
     wrong = checks._known_wrong_gradients(x, y, ws, bs, act_fs, cost_f, 0.2, mistake)
-    right = numerical_gradient(lambda: cost_f(checks._forward(x, ws, bs, act_fs)[1][-1], y), ws + bs)
-    assert not all(np.allclose(w, r, rtol=1e-4) for w, r in zip(wrong, right))
+    right = numerical_gradient(
+        lambda: cost_f(checks._forward(x, ws, bs, act_fs)[1][-1], y), ws + bs
+    )
+    assert not all(np.allclose(w, r, rtol=1e-4) for w, r in zip(wrong, right, strict=True))

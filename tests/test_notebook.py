@@ -1,4 +1,4 @@
-"""The master notebook runs end to end with its solutions, and its results bear out the exercise's claims."""
+"""The master notebook runs end to end, and its results bear out the exercise's claims."""
 
 import json
 import shutil
@@ -29,7 +29,9 @@ def executed(tmp_path_factory):
     shutil.copytree(SOURCE.parent, folder, dirs_exist_ok=True)
     nb = nbformat.read(SOURCE, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(REPORT))
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+    NotebookClient(
+        nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}
+    ).execute()
     return nb
 
 

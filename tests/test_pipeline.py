@@ -1,4 +1,4 @@
-"""`nncourse grade`: a class graded in parallel, every student with a status, grades as nbgrader's own."""
+"""`nncourse grade`: a class graded in parallel, every student with a status, nbgrader's grades."""
 
 import csv
 import html
@@ -12,10 +12,10 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbgrader.api import Gradebook
+from pg_server import postgres_server
 
 from nncourse import grade, submissions, workflow
 from nncourse.checks import DETAILS_MARK
-from pg_server import postgres_server
 
 ROOT = Path(__file__).resolve().parent.parent
 MISTAKES = ROOT / "tests" / "fixtures" / "mistakes"
@@ -28,15 +28,18 @@ def make_course(folder: Path, extra_config: str = "") -> Path:
     shutil.copytree(ROOT / "source", folder / "source")
     config = (ROOT / "nbgrader_config.py").read_text() + extra_config
     (folder / "nbgrader_config.py").write_text(config)
-    subprocess.run([NBGRADER, "generate_assignment", ASSIGNMENT], cwd=folder, check=True, capture_output=True)
+    subprocess.run(
+        [NBGRADER, "generate_assignment", ASSIGNMENT], cwd=folder, check=True, capture_output=True
+    )
     return folder
 
 
 def submit(course: Path, student: str, cells: dict[str, str] | None = None, **kwargs) -> Path:
     """Lay out a submission: the release with the given solution cells filled in."""
     release = submissions.read_release(course, ASSIGNMENT)
-    return submissions.write_submission(course, student, ASSIGNMENT, submissions.fill(release, cells or {}),
-                                        **kwargs)
+    return submissions.write_submission(
+        course, student, ASSIGNMENT, submissions.fill(release, cells or {}), **kwargs
+    )
 
 
 def correct(**replace: str) -> dict[str, str]:
@@ -58,7 +61,8 @@ def scores(db_url: str) -> dict[tuple[str, str], float]:
             for grade_cell in gb.find_assignment(ASSIGNMENT).notebooks[0].grade_cells:
                 try:
                     found[student.id, grade_cell.name] = gb.find_grade(
-                        grade_cell.name, grade_cell.notebook.name, ASSIGNMENT, student.id).score
+                        grade_cell.name, grade_cell.notebook.name, ASSIGNMENT, student.id
+                    ).score
                 except Exception:  # noqa: BLE001 - no submission: no grade
                     continue
     return found
@@ -79,29 +83,51 @@ def graded_class(tmp_path_factory):
     break_file(submit(course, "dan"), "{this is not json")
     break_file(submit(course, "erin"), "[1, 2, 3]")
     nb = submissions.fill(submissions.read_release(course, ASSIGNMENT), correct())
-    nb.cells.append(nb.cells[[c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells]
-                             .index("tanh_values")])
+    nb.cells.append(
+        nb.cells[
+            [c.metadata.get("nbgrader", {}).get("grade_id") for c in nb.cells].index("tanh_values")
+        ]
+    )
     submissions.write_submission(course, "fred", ASSIGNMENT, nb)  # a duplicated grade cell
     crash = "import os\nos._exit(1)\n"
     submit(course, "gina", correct(tanh=crash))
     submit(course, "hank", correct(tanh="while True:\n    pass\n"))
-    subprocess.run([NBGRADER, "db", "student", "add", "ivy"], cwd=course, check=True, capture_output=True)
+    subprocess.run(
+        [NBGRADER, "db", "student", "add", "ivy"], cwd=course, check=True, capture_output=True
+    )
     run = workflow.grade_and_report(course, jobs=2, progress=False)
     return course, run, {r.student: r for r in run.results}
 
 
 def test_every_student_on_the_roster_gets_a_result(graded_class):
     _, _, by_student = graded_class
-    assert sorted(by_student) == ["alice", "bob", "carol", "dan", "erin", "fred", "gina", "hank", "ivy"]
+    assert sorted(by_student) == [
+        "alice",
+        "bob",
+        "carol",
+        "dan",
+        "erin",
+        "fred",
+        "gina",
+        "hank",
+        "ivy",
+    ]
 
 
-@pytest.mark.parametrize(("student", "status", "score"), [
-    ("alice", "graded", 28), ("bob", "graded", 0), ("carol", "graded", 27),
-    ("dan", "ungradable", 0), ("erin", "ungradable", 0), ("fred", "ungradable", 0),
-    ("gina", "crashed", 2),  # the two logistic cells ran before the kernel died
-    ("hank", "timed out", 26),  # only the tanh cell hung; every other cell counts
-    ("ivy", "missing", 0),
-])
+@pytest.mark.parametrize(
+    ("student", "status", "score"),
+    [
+        ("alice", "graded", 28),
+        ("bob", "graded", 0),
+        ("carol", "graded", 27),
+        ("dan", "ungradable", 0),
+        ("erin", "ungradable", 0),
+        ("fred", "ungradable", 0),
+        ("gina", "crashed", 2),  # the two logistic cells ran before the kernel died
+        ("hank", "timed out", 26),  # only the tanh cell hung; every other cell counts
+        ("ivy", "missing", 0),
+    ],
+)
 def test_status_and_score(graded_class, student, status, score):
     result = graded_class[2][student]
     assert (result.status, result.score) == (status, score), result.reason
@@ -127,8 +153,19 @@ def test_exit_status_and_summary_point_at_students_needing_attention(graded_clas
 def test_grades_csv_is_nbgraders_format_with_every_student(graded_class):
     _, run, _ = graded_class
     rows = list(csv.DictReader(run.grades_csv.open()))
-    assert list(rows[0]) == ["assignment", "duedate", "timestamp", "student_id", "last_name", "first_name",
-                             "email", "raw_score", "late_submission_penalty", "score", "max_score"]
+    assert list(rows[0]) == [
+        "assignment",
+        "duedate",
+        "timestamp",
+        "student_id",
+        "last_name",
+        "first_name",
+        "email",
+        "raw_score",
+        "late_submission_penalty",
+        "score",
+        "max_score",
+    ]
     assert {r["student_id"]: float(r["score"]) for r in rows}["alice"] == 28.0
     assert len(rows) == 9
 
@@ -166,20 +203,27 @@ def test_report_shows_distribution_cells_failures_and_attention(graded_class):
         assert f"<code>{grade_id}</code>" in page
     assert "relu&#x27;(0) = 0" in page
     attention = page.split("Students who need attention")[1].split("All students")[0]
-    assert "dan" in attention and "alice" not in attention
+    assert "dan" in attention
+    assert "alice" not in attention
     assert 'href="../feedback/hank/simple_nn/simple_neural_network.html"' in page
 
 
 def test_parallel_grades_equal_sequential_nbgrader(tmp_path):
-    students = {"alice": correct(), "bob": None, "carol": mistake("fails_cross_entropy_summed_not_averaged"),
-                "dora": mistake("fails_backprop_any_depth_uses_updated_weights")}
+    students = {
+        "alice": correct(),
+        "bob": None,
+        "carol": mistake("fails_cross_entropy_summed_not_averaged"),
+        "dora": mistake("fails_backprop_any_depth_uses_updated_weights"),
+    }
     courses = []
     for name in ["sequential", "parallel"]:
         course = make_course(tmp_path / name)
         for student, cells in students.items():
             submit(course, student, cells)
         courses.append(course)
-    subprocess.run([NBGRADER, "autograde", ASSIGNMENT], cwd=courses[0], check=True, capture_output=True)
+    subprocess.run(
+        [NBGRADER, "autograde", ASSIGNMENT], cwd=courses[0], check=True, capture_output=True
+    )
     grade.grade_class(courses[1], jobs=2, progress=False)
     sequential, parallel = (scores(f"sqlite:///{c / 'gradebook.db'}") for c in courses)
     assert len(sequential) == 4 * 18
@@ -205,16 +249,25 @@ def test_regrade_recomputes_from_scratch_and_notices_changed_content(tmp_path):
     # Unchanged: not regraded.
     assert not grade.grade_class(course, jobs=1, progress=False)[0].regraded
     # Resubmitted without a timestamp.txt: the content changed, so it is regraded.
-    nb = submissions.fill(submissions.read_release(course, ASSIGNMENT), mistake("fails_tanh_derivative_in_terms_of_output"))
+    nb = submissions.fill(
+        submissions.read_release(course, ASSIGNMENT),
+        mistake("fails_tanh_derivative_in_terms_of_output"),
+    )
     nbformat.write(nb, path)
     (path.parent / "timestamp.txt").unlink()
     again = grade.grade_class(course, jobs=1, progress=False)[0]
-    assert again.regraded and again.score == 27
+    assert again.regraded
+    assert again.score == 27
     # A grade cell deleted from the submission is restored from the master, not kept from before.
-    nb.cells = [c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "tanh_derivative"]
+    nb.cells = [
+        c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "tanh_derivative"
+    ]
     nbformat.write(nb, path)
     third = grade.grade_class(course, jobs=1, progress=False)[0]
-    assert third.regraded and third.score == 27
+    assert third.regraded
+    assert third.score == 27
     assert scores(f"sqlite:///{course / 'gradebook.db'}")["alice", "tanh_derivative"] == 0
-    record = json.loads((course / "autograded" / "alice" / ASSIGNMENT / ".nncourse-grading.json").read_text())
+    record = json.loads(
+        (course / "autograded" / "alice" / ASSIGNMENT / ".nncourse-grading.json").read_text()
+    )
     assert record["status"] == "graded"

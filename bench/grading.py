@@ -1,0 +1,166 @@
+"""Benchmark: `nncourse grade` against sequential `nbgrader autograde` and a bare-kernel floor.
+
+Usage (from the course root): python bench/grading.py [--submissions 16] [--jobs N]
+
+All three are measured on the same submissions in fresh copies of the course:
+- baseline: `nbgrader autograde` (one process, one submission after another);
+- ours: `nncourse grade --jobs N` (and `--jobs 1`, for the per-submission cost);
+- floor: each submitted notebook executed once in a fresh kernel with nbclient, nothing else.
+It also samples the grading kernels while ours runs, to show memory follows the jobs, not the class.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import nbformat
+from nbclient import NotebookClient
+from nbgrader.api import Gradebook
+
+from nncourse import grade, submissions
+
+ROOT = Path(__file__).resolve().parent.parent
+ASSIGNMENT = "simple_nn"
+NBGRADER = str(Path(sys.executable).parent / "nbgrader")
+
+
+def make_class(folder: Path, count: int) -> Path:
+    """A course copy with `count` submissions: correct ones and every catalogued mistake in turn."""
+    shutil.copytree(ROOT / "source", folder / "source")
+    shutil.copy(ROOT / "nbgrader_config.py", folder)
+    subprocess.run(
+        [NBGRADER, "generate_assignment", ASSIGNMENT], cwd=folder, check=True, capture_output=True
+    )
+    release = submissions.read_release(folder, ASSIGNMENT)
+    fixtures = submissions.load_fixtures(ROOT / "tests" / "fixtures" / "mistakes")
+    for index in range(count):
+        fixture = fixtures[index % len(fixtures)] if index % 4 else None  # every 4th is correct
+        cells = submissions.student_cells(ASSIGNMENT, fixture)
+        submissions.write_submission(
+            folder, f"student{index:03d}", ASSIGNMENT, submissions.fill(release, cells)
+        )
+    return folder
+
+
+def timed(action) -> float:
+    """Wall-clock seconds of one call."""
+    start = time.perf_counter()
+    action()
+    return time.perf_counter() - start
+
+
+def bare_kernels(course: Path) -> None:
+    """Execute every submitted notebook once, each in a fresh kernel, with nothing around it."""
+    for path in sorted((course / "submitted").glob(f"*/{ASSIGNMENT}/*.ipynb")):
+        nb = nbformat.read(path, as_version=4)
+        NotebookClient(
+            nb,
+            timeout=120,
+            kernel_name="python3",
+            allow_errors=True,
+            resources={"metadata": {"path": str(path.parent)}},
+        ).execute()
+
+
+def scores(course: Path) -> dict:
+    """(student, total score) for every submission in the course's gradebook."""
+    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
+        return {s.student.id: s.score for s in gb.assignment_submissions(ASSIGNMENT)}
+
+
+class KernelSampler(threading.Thread):
+    """Samples, every 0.2 s, how many grading kernels run and their total resident memory."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.most_kernels, self.most_rss_mib, self.running = 0, 0.0, True
+
+    def run(self) -> None:
+        while self.running:
+            kernels, rss = 0, 0.0
+            for proc in Path("/proc").glob("[0-9]*"):
+                try:
+                    if b"ipykernel_launcher" not in (proc / "cmdline").read_bytes():
+                        continue
+                    status = (proc / "status").read_text()
+                except OSError:
+                    continue
+                kernels += 1
+                rss += (
+                    int(
+                        next(
+                            line.split()[1]
+                            for line in status.splitlines()
+                            if line.startswith("VmRSS")
+                        )
+                    )
+                    / 1024
+                )
+            self.most_kernels = max(self.most_kernels, kernels)
+            self.most_rss_mib = max(self.most_rss_mib, rss)
+            time.sleep(0.2)
+
+
+def main() -> None:
+    """Run the benchmark and print the ratios."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--submissions", type=int, default=16)
+    parser.add_argument("--jobs", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    os.environ["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), os.environ["PATH"]])
+    n = args.submissions
+    with tempfile.TemporaryDirectory(prefix="nncourse-bench-") as tmp:
+        courses = {
+            name: make_class(Path(tmp) / name, n)
+            for name in ["sequential", "parallel", "one_job", "floor"]
+        }
+        print(f"{n} submissions, {os.cpu_count()} cores, --jobs {args.jobs}")
+        sequential = timed(
+            lambda: subprocess.run(
+                [NBGRADER, "autograde", ASSIGNMENT],
+                cwd=courses["sequential"],
+                check=True,
+                capture_output=True,
+            )
+        )
+        sampler = KernelSampler()
+        sampler.start()
+        parallel = timed(
+            lambda: grade.grade_class(courses["parallel"], jobs=args.jobs, progress=False)
+        )
+        sampler.running = False
+        one_job = timed(lambda: grade.grade_class(courses["one_job"], jobs=1, progress=False))
+        floor = timed(lambda: bare_kernels(courses["floor"]))
+        same = (
+            scores(courses["sequential"])
+            == scores(courses["parallel"])
+            == scores(courses["one_job"])
+        )
+
+    print(f"sequential nbgrader autograde   {sequential:7.1f} s")
+    print(
+        f"nncourse grade --jobs {args.jobs:<2}         {parallel:7.1f} s   "
+        f"ratio {parallel / sequential:.2f} of sequential (target <= 0.55)"
+    )
+    print(f"grades identical                {same}")
+    print(f"bare-kernel floor per submission {floor / n:6.2f} s")
+    print(
+        f"nncourse grade --jobs 1 per submission {one_job / n:6.2f} s   "
+        f"ratio {one_job / floor:.2f} of the floor (target <= 1.3)"
+    )
+    print(
+        f"kernels alive at once (most)    {sampler.most_kernels} for {n} submissions, "
+        f"{sampler.most_rss_mib:.0f} MiB resident at most"
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""nbgrader configuration of the nn-fundamentals course (nbgrader 0.9.6).
+
+nbgrader reads this file from the course root (the folder every nbgrader and nncourse
+command runs in). Every class and trait named here exists in nbgrader 0.9.6; the tests
+load this file and check the preprocessor list against nbgrader's own default.
+"""
+
+from nbgrader.preprocessors import (
+    ClearHiddenTests,
+    ClearMarkScheme,
+    ClearOutput,
+    Execute,
+    IncludeHeaderFooter,
+    LockCells,
+)
+
+c = get_config()  # noqa: F821  (provided by traitlets when it loads this file)
+
+# The gradebook and the exchange key every record on the course id; one fixed id keeps
+# several courses of one instructor apart and makes `--course` unnecessary.
+c.CourseDirectory.course_id = "nn-fundamentals"
+
+# nbgrader's default is "solution" (singular); the repository layout uses "solutions".
+# nncourse/build.py (SOLUTIONS_DIR) relies on this name.
+c.CourseDirectory.solution_directory = "solutions"
+
+# generate_solution writes the executed solutions handed to students after the
+# deadline. nbgrader's default list keeps the hidden tests, which would give them away
+# for the next cohort; ClearHiddenTests must come before Execute so that the shown
+# outputs are those of the visible tests alone. Otherwise this is nbgrader 0.9.6's
+# default list (IncludeHeaderFooter, LockCells, ClearOutput, ClearMarkScheme, Execute).
+c.GenerateSolution.preprocessors = [
+    IncludeHeaderFooter,
+    LockCells,
+    ClearOutput,
+    ClearMarkScheme,
+    ClearHiddenTests,
+    Execute,
+]
+
+# A student who deletes a grade cell (or its hidden tests with it) would otherwise get
+# "needs manual grade" for it; with this, autograde restores the cell from the gradebook
+# and runs it, so the tests always run.
+c.OverwriteCells.add_missing_cells = True
+
+# Seconds per cell before the kernel is interrupted and the cell fails. Every cell of the
+# reference solution runs in well under 10 s; 60 s leaves room for a slow student
+# solution on a loaded 2-core grading machine, yet bounds an endless loop to one minute
+# per cell. nncourse build executes the source with the same limit (CELL_TIMEOUT), so a
+# cell that is too slow shows up at build time, not at grading time.
+c.Execute.timeout = 60
+
+# A grade cell that writes anything to stderr scores 0. On a machine whose matplotlib
+# font cache is not built yet, the first `import matplotlib.pyplot` in a kernel builds it
+# and, when that takes over 5 s, logs exactly this message to stderr. Drop it (only a
+# stream that holds nothing else) so that no student loses points for it. IgnorePattern
+# is disabled by default.
+c.IgnorePattern.enabled = True
+c.IgnorePattern.pattern = r"\AMatplotlib is building the font cache; this may take a moment\.\s*\Z"
+
+# nbgrader's feedback shows grade cells as they ran: hidden tests, their tracebacks and the
+# values they print (jupyter/nbgrader#917, #1363). HideHiddenTests keeps each grade cell's
+# visible tests and one line saying what failed, so `nbgrader generate_feedback` and
+# `nncourse grade` hand out feedback that gives nothing of the hidden tests away.
+from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
+from nbgrader.preprocessors import GetGrades  # noqa: E402
+
+from nncourse.feedback import HideHiddenTests  # noqa: E402
+
+c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]

@@ -1,0 +1,1 @@
+"""Tooling for the nn-fundamentals nbgrader course: build, test and demo helpers."""

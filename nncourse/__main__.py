@@ -1,0 +1,129 @@
+"""Command line: ``nncourse SUBCOMMAND ...`` (run in the course root)."""
+
+import argparse
+import logging
+import os
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+
+def _add_build(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``nncourse build [ASSIGNMENT ...]``."""
+    parser = subparsers.add_parser(
+        "build",
+        help="regenerate figures, release/ and solutions/ from source/",
+        description="Normalise source notebooks, export figures, run nbgrader "
+        "generate_assignment and generate_solution, and normalise their output.",
+    )
+    parser.add_argument(
+        "assignments",
+        nargs="*",
+        metavar="ASSIGNMENT",
+        help="assignment folder(s) under source/ (default: all)",
+    )
+    parser.add_argument(
+        "--db-url",
+        help="gradebook URL passed to nbgrader (default: sqlite gradebook.db in the root)",
+    )
+    parser.set_defaults(run=_run_build)
+
+
+def _run_build(args: argparse.Namespace) -> int:
+    """Run the build; turn a BuildError into a one-line message and exit status 1."""
+    # Imported here so that `nncourse --help` and other subcommands stay fast.
+    from nncourse.build import BuildError, build
+
+    try:
+        build(args.root, args.assignments, db_url=args.db_url, verbose=args.verbose)
+    except BuildError as exc:
+        logging.getLogger("nncourse").error("build failed: %s", exc)
+        return 1
+    return 0
+
+
+def _add_grade(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``nncourse grade [ASSIGNMENT ...] [--jobs N] [--force]``."""
+    parser = subparsers.add_parser(
+        "grade",
+        help="autograde every submission in parallel, then feedback, exports and class report",
+        description="Grade every new or changed submission in submitted/ with nbgrader's own "
+        "steps, one fresh kernel per submission, JOBS at a time; then write feedback without "
+        "hidden tests, reports/grades.csv, reports/grade_cells.csv and a class report. Exit "
+        "status 3 means some students need attention (listed in the summary).",
+    )
+    parser.add_argument("assignments", nargs="*", metavar="ASSIGNMENT", help="default: all")
+    parser.add_argument("-j", "--jobs", type=int, help="parallel kernels (default: all cores)")
+    parser.add_argument("--force", action="store_true", help="regrade unchanged submissions too")
+    parser.set_defaults(run=_run_grade)
+
+
+def _run_grade(args: argparse.Namespace) -> int:
+    """Grade the class and print the summary."""
+    from nncourse import workflow
+
+    run = workflow.grade_and_report(args.root, args.assignments, jobs=args.jobs, force=args.force)
+    workflow.print_run(run)
+    return run.exit_status
+
+
+def _add_demo(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``nncourse demo``."""
+    parser = subparsers.add_parser(
+        "demo",
+        help="build, then grade the bundled example class of 30 students and report",
+        description="Build release/ and solutions/, lay out the bundled example class in "
+        "submitted/, grade it in parallel and write feedback, exports and the class report.",
+    )
+    parser.add_argument("-j", "--jobs", type=int, help="parallel kernels (default: all cores)")
+    parser.set_defaults(run=_run_demo)
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    """Run the demo on the bundled example class."""
+    from nncourse.demo import run_demo
+
+    return run_demo(args.root, args.jobs)
+
+
+#: To add a subcommand, write an ``_add_<name>`` function that registers its parser and
+#: sets ``run`` (a function taking the parsed args and returning an exit status), then
+#: list it here.
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_build,
+    _add_grade,
+    _add_demo,
+]
+
+
+def make_parser() -> argparse.ArgumentParser:
+    """Build the argument parser with every registered subcommand."""
+    parser = argparse.ArgumentParser(prog="nncourse", description=__doc__)
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path.cwd(),
+        help="course root holding nbgrader_config.py and source/ (default: current folder)",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every step")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+    for add in SUBCOMMANDS:
+        add(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse ``argv`` and run the chosen subcommand; return its exit status."""
+    args = make_parser().parse_args(argv)
+    # nbgrader runs `alembic` from PATH when it creates a gradebook: find this environment's.
+    os.environ["PATH"] = os.pathsep.join(
+        [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+    )
+    # Libraries (nbclient, traitlets, ...) stay at WARNING; only our own steps are chatty.
+    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    logging.getLogger("nncourse").setLevel(logging.DEBUG if args.verbose else logging.INFO)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
