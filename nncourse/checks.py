@@ -209,6 +209,13 @@ def activation_values(function: Callable[..., Any], name: str) -> None:
             raise _mismatch(f"{name}(x) for x of shape {x.shape}", got, ref(x), hint, given=x)
 
 
+# Derivatives written in terms of the activation s, which students then apply to x itself.
+OUTPUT_FORMULAS: dict[str, Callable[[Array], Array]] = {
+    "logistic": lambda s: s * (1 - s),
+    "tanh": lambda s: 1 - s**2,
+}
+
+
 def activation_derivative(function: Callable[..., Any], name: str) -> None:
     """The derivative of activation `name`, at the pre-activation x, matches the reference."""
     ref = reference(name)
@@ -225,6 +232,11 @@ def activation_derivative(function: Callable[..., Any], name: str) -> None:
             )
         elif _close(got, ref(x)):
             hint = "deriv=True returned the function's value, not its derivative"
+        elif name in OUTPUT_FORMULAS and _close(got, OUTPUT_FORMULAS[name](x)):
+            hint = (
+                "You applied the formula written in terms of the activation to x itself: "
+                f"deriv=True receives the pre-activation x, so compute {name}(x) first"
+            )
         elif name == "relu" and _close(got[x != 0], want[x != 0]):
             hint = "By the course's convention, relu'(0) = 0"
         else:
@@ -306,6 +318,8 @@ MISTAKES = {
     "compute every layer's delta before changing any weight",
     "derivative_of_activation": "the activation derivative was evaluated at the activations A "
     "instead of the pre-activations Z",
+    "derivative_of_hidden_activation": "the hidden layers' activation derivatives were evaluated "
+    "at the activations A instead of the pre-activations Z",
     "missing_hidden_derivative": "the hidden layers' deltas miss the activation derivative f'(Z)",
 }
 
@@ -384,6 +398,33 @@ def gradient_descent_step(function: Callable[..., Any]) -> None:
             )
 
 
+def _flat(values: Any) -> list[Any]:
+    """The arrays of (ws, b) or (ws, bs) in one list, lists of layers unpacked."""
+    return [a for v in values for a in (v if isinstance(v, (list, tuple)) else [v])]
+
+
+def _require_first_epoch(
+    function: Callable[..., Any], ref: Callable[..., Any], args: tuple, label: str
+) -> None:
+    """Fail pointing at the gradient-step cell when one epoch already ends elsewhere."""
+    one_epoch = (*args[:-1], 1)
+    with _quiet():
+        want = ref(*copy.deepcopy(one_epoch))
+    try:
+        got = _call(label, function, *copy.deepcopy(one_epoch))
+        got_params, want_params = _flat(got[:2]), _flat(want[:2])
+        same = len(got_params) == len(want_params) and all(
+            _close(g, w, rtol=1e-5, atol=1e-8) for g, w in zip(got_params, want_params, strict=True)
+        )
+    except (AssertionError, TypeError, ValueError, IndexError):
+        same = False
+    if not same:
+        raise HiddenTestFailure(
+            f"{label}: the parameters differ from the reference's after the first epoch already; "
+            "the gradient-step cell above says what is wrong with one step"
+        )
+
+
 def gradient_descent_training(function: Callable[..., Any]) -> None:
     """Many epochs of gradient_descent end where the reference ends."""
     ref = reference("gradient_descent")
@@ -391,6 +432,7 @@ def gradient_descent_training(function: Callable[..., Any]) -> None:
     x, y = rng.normal(size=(12, 2)), rng.integers(0, 2, size=12).astype(float)
     ws, b = rng.normal(size=2), float(rng.normal())
     label = "gradient_descent with lrate=0.5, epochs=25"
+    _require_first_epoch(function, ref, (x, y, ws, b, 0.5, 25), label)
     got = _unpack(label, _call(label, function, x.copy(), y.copy(), ws.copy(), b, 0.5, 25), 3)
     with _quiet():
         want = ref(x, y, ws.copy(), b, 0.5, 25)
@@ -445,10 +487,20 @@ def _known_wrong_gradients(x, y, ws, bs, act_fs, cost_f, lrate, mistake: str) ->
     """Gradients as a well-known wrong backprop computes them, to recognise that mistake."""
     zs, activations = _forward(x, ws, bs, act_fs)
     m = len(x)
+
+    def slope(layer: int) -> Any:
+        """f'(Z) of a layer (0-based), or what the mistake puts in its place."""
+        at_activation = mistake == "derivative_of_activation" or (
+            mistake == "derivative_of_hidden_activation" and layer < len(ws) - 1
+        )
+        if mistake == "missing_hidden_derivative" and layer < len(ws) - 1:
+            return 1.0
+        return act_fs[layer](activations[layer + 1] if at_activation else zs[layer], True)
+
     if mistake == "double_logistic_derivative":
         delta = (activations[-1] - y) * act_fs[-1](zs[-1], True)
     else:
-        delta = cost_f(activations[-1], y, True) * act_fs[-1](zs[-1], True)
+        delta = cost_f(activations[-1], y, True) * slope(len(ws) - 1)
     grads_w, grads_b = [None] * len(ws), [None] * len(ws)
     for layer in reversed(range(len(ws))):
         grads_w[layer] = activations[layer].T @ delta / m
@@ -456,13 +508,7 @@ def _known_wrong_gradients(x, y, ws, bs, act_fs, cost_f, lrate, mistake: str) ->
         if layer == 0:
             break
         w = ws[layer] - lrate * grads_w[layer] if mistake == "updated_weights" else ws[layer]
-        if mistake == "derivative_of_activation":
-            slope = act_fs[layer - 1](activations[layer], True)
-        elif mistake == "missing_hidden_derivative":
-            slope = 1.0
-        else:
-            slope = act_fs[layer - 1](zs[layer - 1], True)
-        delta = (delta @ w.T) * slope
+        delta = (delta @ w.T) * slope(layer - 1)
     return grads_w + grads_b
 
 
@@ -513,6 +559,7 @@ def backprop_step(function: Callable[..., Any], depths: Sequence[int]) -> None:
             for mistake in [
                 "updated_weights",
                 "derivative_of_activation",
+                "derivative_of_hidden_activation",
                 "missing_hidden_derivative",
             ]
         }
@@ -541,6 +588,7 @@ def backprop_training(function: Callable[..., Any], depth: int) -> None:
     epochs = 25
     label = _backprop_label(sizes, act_names, "cross_entropy", epochs)
     args = (x, y, ws, bs, act_fs, cost_f, 0.3, epochs)
+    _require_first_epoch(function, ref, args, label)
     with _quiet():
         want = ref(*copy.deepcopy(args))
     got = _unpack(label, _call(label, function, *copy.deepcopy(args)), len(want))

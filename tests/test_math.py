@@ -124,7 +124,14 @@ def test_general_backprop_agrees_with_one_hidden_where_both_apply(sizes, act_nam
 
 
 @pytest.mark.parametrize(
-    "mistake", ["updated_weights", "derivative_of_activation", "missing_hidden_derivative"]
+    "mistake",
+    [
+        "updated_weights",
+        "derivative_of_activation",
+        "derivative_of_hidden_activation",
+        "missing_hidden_derivative",
+        "double_logistic_derivative",
+    ],
 )
 def test_known_wrong_gradients_really_are_wrong(mistake):
     """The mistakes the checks recognise differ from the true gradient: no false alarms."""
