@@ -68,3 +68,45 @@ from nbgrader.preprocessors import GetGrades  # noqa: E402
 from nncourse.feedback import HideHiddenTests  # noqa: E402
 
 c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+
+# Every grading kernel imports the hidden tests' checks before the first cell runs, so that
+# they capture numpy's comparisons, builtins and IPython's transformers and exception display
+# before student code can replace them (nncourse/checks.py: tamper evidence). The history
+# setting is the one ipykernel kernels are usually given for headless runs: no history file.
+c.Execute.extra_arguments = [
+    "--HistoryManager.hist_file=:memory:",
+    "--IPKernelApp.exec_lines=import nncourse.checks",
+]
+
+# Student code runs in a bubblewrap sandbox (nncourse/sandbox.py): it sees only its own
+# autograded folder and a private /tmp, has no network, its own PID namespace (every process
+# it starts dies with it), a cgroup capping processes and memory, and a wall-clock limit.
+# nbgrader's Execute ignores c.Execute.kernel_manager_class, so the sandboxed subclass takes
+# Execute's place in nbgrader's own autograde steps; `nbgrader autograde` and `nncourse
+# grade` both use it, and the c.Execute settings above still apply.
+from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
+from nbgrader.preprocessors import (  # noqa: E402
+    AssignLatePenalties,
+    CheckCellMetadata,
+    IgnorePattern,
+    LimitOutput,
+    SaveAutoGrades,
+)
+
+from nncourse.sandbox import SandboxedExecute  # noqa: E402
+
+c.Autograde.autograde_preprocessors = [
+    SandboxedExecute,
+    IgnorePattern,
+    ClearMetadataPreprocessor,
+    LimitOutput,
+    SaveAutoGrades,
+    AssignLatePenalties,
+    CheckCellMetadata,
+]
+# A whole submission, every cell included, gets five minutes; the reference runs in about
+# ten seconds. A kernel alive after that is killed with everything it started.
+c.SandboxedKernelManager.time_limit = 300
+# Where bubblewrap cannot run (some container hosts), grading stops with a message saying
+# why. Only an instructor who accepts running student code unconfined opts out:
+# c.SandboxedKernelManager.enabled = False

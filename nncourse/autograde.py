@@ -8,6 +8,7 @@ import dataclasses
 import fnmatch
 import hashlib
 import json
+import logging
 import multiprocessing
 import os
 import shutil
@@ -27,6 +28,15 @@ from nbgrader.converters import Autograde
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import SaveAutoGrades
 from traitlets.config import Config
+
+from nncourse import tamper
+from nncourse.checks import TAMPERING
+from nncourse.sandbox import (
+    TAMPERING_ENAME,
+    KernelTimeLimitExceeded,
+    SandboxedKernelManager,
+    check_sandbox,
+)
 
 GRADED, MISSING, UNGRADABLE, CRASHED, TIMED_OUT = (
     "graded",
@@ -66,6 +76,7 @@ class Outcome:
         default_factory=dict
     )  # notebook -> autograded path
     retry: bool = False  # the grading system failed, not the submission: grade it again next run
+    flags: list[str] = dataclasses.field(default_factory=list)  # for a human to look at
 
     def to_record(self) -> dict[str, Any]:
         """The part worth keeping beside the autograded notebooks."""
@@ -75,6 +86,7 @@ class Outcome:
             "digest": self.digest,
             "seconds": self.seconds,
             "retry": self.retry,
+            "flags": self.flags,
         }
 
 
@@ -86,10 +98,19 @@ def load_config(course_root: Path) -> Config:
     """The configuration nbgrader itself would load in course_root (nbgrader_config.py and all)."""
     from nbgrader.apps.nbgraderapp import NbGraderApp
 
+    # traitlets configures logging with dictConfig, which disables every logger that exists
+    # already (ours included); give them back their voice afterwards.
+    enabled = [
+        logger
+        for logger in logging.root.manager.loggerDict.values()
+        if isinstance(logger, logging.Logger) and not logger.disabled
+    ]
     with _chdir(course_root):
         app = NbGraderApp()
         app.initialize([])
         config = app.config
+    for logger in enabled:
+        logger.disabled = False
     config.CourseDirectory.root = str(course_root)
     return config
 
@@ -171,6 +192,10 @@ def execute_submission(task: Task) -> Outcome:
             if not path.exists():
                 continue  # the writer scores a missing notebook 0, as nbgrader does
             nb = _read_notebook(path)
+            release = _release_notebook(course, task.assignment, notebook)
+            expected = {f"{name}.ipynb" for name in task.notebooks} | {"timestamp.txt"}
+            outcome.flags += tamper.scan(nb, release, tamper.submitted_files(submitted), expected)
+            nb = tamper.repair(nb, release)
             resources = _resources(
                 task.student, task.assignment, notebook, task.read_db_url, submitted
             )
@@ -184,6 +209,7 @@ def execute_submission(task: Task) -> Outcome:
                 ) from error
             resources["metadata"]["path"] = str(dest)
             status = _execute(nb, execute, task.config, resources)
+            outcome.flags += _runtime_flags(nb)
             if status != GRADED and outcome.status == GRADED:
                 outcome.status, outcome.reason = (
                     status,
@@ -204,21 +230,29 @@ def execute_submission(task: Task) -> Outcome:
 
 
 def _lay_out(submitted: Path, dest: Path, course: CourseDirectory, assignment: str) -> None:
-    """Start dest afresh: the submission's other files, then the source's over them, as nbgrader."""
+    """Start dest afresh with the source's files and the submission's timestamp, nothing else.
+
+    nbgrader copies every file a student submits next to the notebook; a submitted
+    numpy.py or ipykernel_launcher.py would then be imported by the grading kernel. Only
+    the files the assignment itself ships are laid out here; the notebooks come later.
+    """
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
     source = Path(course.format_path(course.source_directory, ".", assignment))
-    for base in (submitted, source):
-        for path in base.rglob("*"):
-            if (
-                path.is_file()
-                and path.suffix != ".ipynb"
-                and not _ignored(path.relative_to(base), course)
-            ):
-                target = dest / path.relative_to(base)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, target)
+    for path in source.rglob("*"):
+        relative = path.relative_to(source)
+        if path.is_file() and path.suffix != ".ipynb" and not _ignored(relative, course):
+            (dest / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, dest / relative)
+    if (submitted / "timestamp.txt").is_file():
+        shutil.copyfile(submitted / "timestamp.txt", dest / "timestamp.txt")
+
+
+def _release_notebook(course: CourseDirectory, assignment: str, notebook: str) -> NotebookNode:
+    """The notebook students received (an empty one when the release is not built here)."""
+    path = Path(course.format_path(course.release_directory, ".", assignment)) / f"{notebook}.ipynb"
+    return nbformat.read(path, as_version=4) if path.is_file() else nbformat.v4.new_notebook()
 
 
 def _read_notebook(path: Path) -> NotebookNode:
@@ -241,14 +275,30 @@ def _execute(nb: NotebookNode, steps: list[type], config: Config, resources: dic
     with utils.setenv(NBGRADER_EXECUTION="autograde"):
         try:
             _run(steps, config, nb, resources)
+        except KernelTimeLimitExceeded:
+            status = TIMED_OUT
         except DeadKernelError:
             status = CRASHED
         except TimeoutError:
             status = TIMED_OUT
+        except Exception:  # noqa: BLE001 - a kernel that garbles its messages: keep what finished
+            status = CRASHED
     if any(o.get("ename") in TIMEOUT_ERRORS for cell in nb.cells for o in cell.get("outputs", [])):
         status = TIMED_OUT if status == GRADED else status
     _fail_cells_not_run(nb)
     return status
+
+
+def _runtime_flags(nb: NotebookNode) -> list[str]:
+    """Grade cells whose checks found the kernel's grading state tampered with."""
+    flags = []
+    for cell in nb.cells:
+        for output in cell.get("outputs", []):
+            if output.get("ename") == TAMPERING_ENAME or TAMPERING in str(output.get("evalue", "")):
+                grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", "?")
+                flags.append(f"tampered with grading (detected in cell {grade_id})")
+                break
+    return flags[:1]  # the first cell tells where; the rest follow from it
 
 
 def _fail_cells_not_run(nb: NotebookNode) -> None:
@@ -327,6 +377,13 @@ def read_record(course: CourseDirectory, student: str, assignment: str) -> dict[
     """The outcome kept by the last grading of this submission, if any."""
     path = Path(course.format_path(course.autograded_directory, student, assignment)) / RECORD_FILE
     return json.loads(path.read_text()) if path.exists() else None
+
+
+def preflight(config: Config) -> None:
+    """Refuse to grade when the sandbox is switched on but cannot run here; say why."""
+    manager = SandboxedKernelManager(config=config)
+    if manager.enabled:
+        check_sandbox(manager)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from tqdm import tqdm
 
 from nncourse import autograde
 from nncourse.autograde import MISSING, NEEDS_ATTENTION, Outcome, Task
+from nncourse.sandbox import SandboxUnavailable
 
 
 @dataclasses.dataclass
@@ -28,6 +29,12 @@ class StudentResult:
     reason: str = ""
     seconds: float = 0.0
     regraded: bool = False
+    flags: list[str] = dataclasses.field(default_factory=list)
+
+    @property
+    def needs_attention(self) -> bool:
+        """Whether an instructor should look at this submission."""
+        return self.status in NEEDS_ATTENTION or bool(self.flags)
 
 
 def grade_class(
@@ -60,6 +67,11 @@ def grade_class(
                     gb, course, config, student, assignment, notebooks[assignment], force
                 )
                 (tasks if isinstance(kept_or_task, Task) else kept).append(kept_or_task)
+    if tasks:
+        try:
+            autograde.preflight(config)
+        except SandboxUnavailable as error:
+            raise SystemExit(f"nncourse grade: {error}") from None
     outcomes: list[Outcome] = list(kept)
     bar = tqdm(
         total=len(tasks), unit="submission", desc="grading", disable=not progress or not tasks
@@ -110,7 +122,13 @@ def _plan(
     unchanged = record and record["digest"] == digest and not record.get("retry")
     if not force and unchanged and _has_submission(gb, student, assignment):
         return Outcome(
-            student, assignment, record["status"], record["reason"], digest, record["seconds"]
+            student,
+            assignment,
+            record["status"],
+            record["reason"],
+            digest,
+            record["seconds"],
+            flags=record.get("flags", []),
         )
     autograde.prepare_submission(gb, course, student, assignment)
     return Task(config, student, assignment, notebooks, read_db_url="", digest=digest)
@@ -146,6 +164,7 @@ def _results(
                     o.reason,
                     o.seconds,
                     (o.student, o.assignment) in regraded,
+                    o.flags,
                 )
             )
     return results
@@ -164,13 +183,15 @@ def summary(results: list[StudentResult]) -> str:
             f"regraded now {sum(r.regraded for r in rows)}",
             "  " + "   ".join(f"{status}: {count}" for status, count in sorted(statuses.items())),
         ]
-        attention = [r for r in rows if r.status in NEEDS_ATTENTION]
+        attention = [r for r in rows if r.needs_attention]
         if attention:
             lines.append("  needs attention:")
-            lines += [f"    {r.student:<24} {r.status:<11} {r.reason}" for r in attention]
+            for r in attention:
+                lines.append(f"    {r.student:<24} {r.status:<11} {r.reason}")
+                lines += [f"    {'':<24} flagged: {flag}" for flag in r.flags]
     return "\n".join(lines)
 
 
 def exit_status(results: list[StudentResult]) -> int:
-    """0 when every submission was graded as it should, 3 when some student needs attention."""
-    return 3 if any(r.status in NEEDS_ATTENTION for r in results) else 0
+    """0 when every submission was graded cleanly; 3 when some need attention or were flagged."""
+    return 3 if any(r.needs_attention for r in results) else 0

@@ -16,7 +16,6 @@ import matplotlib
 matplotlib.use("Agg")  # the report is written on servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nncourse.autograde import NEEDS_ATTENTION  # noqa: E402
 from nncourse.export import CellResult  # noqa: E402
 from nncourse.grade import StudentResult  # noqa: E402
 
@@ -97,11 +96,11 @@ def write_report(
             if link
             else html.escape(r.student)
         )
-        css = ' class="attention"' if r.status in NEEDS_ATTENTION else ""
+        css = ' class="attention"' if r.needs_attention else ""
         return (
             f"<tr><td>{name}</td><td{css}>{html.escape(r.status)}</td>"
             f"<td class=num>{r.score:g}</td>"
-            f"<td>{html.escape(r.reason)}</td></tr>"
+            f"<td>{html.escape('; '.join(filter(None, [r.reason, *r.flags])))}</td></tr>"
         )
 
     cell_rows = []
@@ -114,7 +113,7 @@ def write_report(
             f"<tr><td><code>{grade_id}</code></td><td class=num>{points[grade_id]:g}</td>"
             f"<td class=num>{100 * rate:.0f}%</td><td><ul>{common}</ul></td></tr>"
         )
-    attention = [r for r in results if r.status in NEEDS_ATTENTION]
+    attention = [r for r in results if r.needs_attention]
     status_line = ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items()))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Class report: {html.escape(assignment)}</title>

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import copy
 import datetime
-import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,14 +59,6 @@ class Fixture:
     shows: tuple[tuple[str, str], ...] = ()
 
 
-def _exported(assignment: str) -> dict:
-    """Return the reference solutions exported by ``nncourse.references.export``."""
-    path = references.EXPORT_DIR / f"{assignment}.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"no exported reference solutions for {assignment!r} at {path}")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def strip_delimiters(source: str) -> str:
     """Drop the lines holding nbgrader's solution delimiters, as a student's cell would."""
     lines = source.splitlines()
@@ -79,7 +70,7 @@ def correct_cells(assignment: str) -> dict[str, str]:
     """Return {grade id: source} of the reference solution cells, delimiters removed."""
     return {
         cell["grade_id"]: strip_delimiters(cell["source"])
-        for cell in _exported(assignment)["solutions"]
+        for cell in references.exported(assignment)["solutions"]
     }
 
 

@@ -140,15 +140,17 @@ def test_nbgrader_config_names_real_traits() -> None:
     import nbgrader.coursedir
     import nbgrader.preprocessors
 
+    from nncourse import sandbox
+
     config = PyFileConfigLoader("nbgrader_config.py", path=str(COURSE_ROOT)).load_config()
     classes = {
         name: obj
-        for module in (nbgrader.converters, nbgrader.coursedir, nbgrader.preprocessors)
+        for module in (nbgrader.converters, nbgrader.coursedir, nbgrader.preprocessors, sandbox)
         for name, obj in vars(module).items()
         if isinstance(obj, type)
     }
     for section, traits in config.items():
-        assert section in classes, f"nbgrader has no configurable class {section}"
+        assert section in classes, f"neither nbgrader nor nncourse has a configurable {section}"
         known = classes[section].class_traits(config=True)
         for trait in traits:
             assert trait in known, f"{section} has no configurable trait {trait}"

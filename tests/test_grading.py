@@ -141,8 +141,13 @@ def _nbgrader_args(course: Path, *args: str) -> list[str]:
 def run_nbgrader(course: Path, *args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
     """Run nbgrader in the course root and return the finished process (output captured)."""
     return subprocess.run(
-        _nbgrader_args(course, *args), cwd=course, env=env, capture_output=True, text=True,
-        check=False, timeout=1800,
+        _nbgrader_args(course, *args),
+        cwd=course,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=1800,
     )
 
 
@@ -169,7 +174,8 @@ def class_notebooks(release: nbformat.NotebookNode) -> dict[str, nbformat.Notebo
     }
     for fixture in FIXTURES:
         students[fixture.name] = submissions.fill(
-            release, submissions.student_cells(ASSIGNMENT, fixture))
+            release, submissions.student_cells(ASSIGNMENT, fixture)
+        )
     mixed = submissions.correct_cells(ASSIGNMENT)
     for fixture in _mixed_fixtures():
         mixed[fixture.cell] = fixture.source
@@ -229,8 +235,11 @@ def _read_grades(course: Path, students: list[str]) -> dict[str, Any]:
             for notebook in submission.notebooks:
                 for grade in notebook.grades:
                     cells[grade.name] = [grade.score, grade.max_score, grade.needs_manual_grade]
-            found[student] = {"total": submission.score, "max": submission.max_score,
-                              "cells": cells}
+            found[student] = {
+                "total": submission.score,
+                "max": submission.max_score,
+                "cells": cells,
+            }
     return found
 
 
@@ -260,14 +269,23 @@ def build_graded_class(workdir: Path) -> dict[str, Any]:
             submissions.write_submission(course, student, ASSIGNMENT, students[student])
         log = (course / "autograde.log").open("w")
         process = subprocess.Popen(
-            _nbgrader_args(course, "autograde", ASSIGNMENT), cwd=course, env=env,
-            stdout=log, stderr=subprocess.STDOUT, text=True,
+            _nbgrader_args(course, "autograde", ASSIGNMENT),
+            cwd=course,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         processes.append((course, batch, process, log))
 
     autograde_started = time.monotonic()
     results: dict[str, Any] = {
-        "students": {}, "outputs": {}, "messages": {}, "autograded": {}, "errors": []}
+        "students": {},
+        "outputs": {},
+        "messages": {},
+        "autograded": {},
+        "errors": [],
+    }
     try:
         returncodes = [process.wait(timeout=1800) for _, _, process, _ in processes]
     finally:
@@ -313,8 +331,9 @@ def graded(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         if done.exists():
             return json.loads(done.read_text())
         if failed.exists():
-            pytest.fail(f"building the graded class failed in another worker:\n"
-                        f"{failed.read_text()}")
+            pytest.fail(
+                f"building the graded class failed in another worker:\n{failed.read_text()}"
+            )
         try:
             results = build_graded_class(shared / "class")
         except BaseException as error:
@@ -379,10 +398,13 @@ def test_master_notebook_defines_the_expected_cells_and_points() -> None:
 def test_reference_cells_match_the_master_notebook() -> None:
     """The exported reference solutions are those of the current master notebook."""
     nb = nbformat.read(SOURCE_NOTEBOOK, as_version=4)
-    current = {cell["grade_id"]: submissions.strip_delimiters(cell["source"])
-               for cell in references.solution_cells(nb)}
+    current = {
+        cell["grade_id"]: submissions.strip_delimiters(cell["source"])
+        for cell in references.solution_cells(nb)
+    }
     assert submissions.correct_cells(ASSIGNMENT) == current, (
-        "nncourse/reference_solutions/simple_nn.json is stale: re-export it from the notebook")
+        "nncourse/reference_solutions/simple_nn.json is stale: re-export it from the notebook"
+    )
     for source in current.values():
         assert "SOLUTION" not in source
 
@@ -400,11 +422,13 @@ def test_catalogue_covers_every_graded_function() -> None:
         assert fixture.cell in solutions, f"{fixture.name}: unknown cell {fixture.cell}"
         assert set(fixture.loses) <= set(points), f"{fixture.name}: unknown grade cells"
         assert bool(fixture.loses) == fixture.name.startswith("fails_"), (
-            f"{fixture.name}: a fails_ fixture loses some cells, a passes_ fixture none")
+            f"{fixture.name}: a fails_ fixture loses some cells, a passes_ fixture none"
+        )
         shown = {cell for cell, _ in fixture.shows}
         assert shown <= set(points) | set(solutions), f"{fixture.name}: unknown shows cell"
         assert set(fixture.loses) <= shown, (
-            f"{fixture.name}: say under '# shows:' what each lost cell shows the student")
+            f"{fixture.name}: say under '# shows:' what each lost cell shows the student"
+        )
         assert "raise NotImplementedError" not in fixture.source
         compile(fixture.source, fixture.name, "exec")  # a syntax error is not a realistic mistake
 
@@ -480,10 +504,14 @@ def test_one_mistake_in_every_function_costs_each_once(graded: dict[str, Any]) -
     assert sorted(fixture.cell for fixture in fixtures) == sorted(SOLUTION_CELLS)
     lost = {cell for fixture in fixtures for cell in fixture.loses}
     entry = _student(graded, MIXED)
-    wrong = [cell for cell, (score, maximum, _) in sorted(entry["cells"].items())
-             if score != (0 if cell in lost else maximum)]
+    wrong = [
+        cell
+        for cell, (score, maximum, _) in sorted(entry["cells"].items())
+        if score != (0 if cell in lost else maximum)
+    ]
     assert not wrong, f"expected 0 exactly in {sorted(lost)}; wrong in {wrong}\n" + _describe(
-        graded, MIXED, wrong)
+        graded, MIXED, wrong
+    )
     assert entry["total"] == TOTAL_POINTS - sum(EXPECTED_POINTS[cell] for cell in lost)
 
 
@@ -498,18 +526,21 @@ def test_fixture_loses_exactly_its_cells(graded: dict[str, Any], fixture) -> Non
             wrong.append(cell)
     assert not wrong, (
         f"{fixture.name} ({fixture.why}): expected 0 in {list(fixture.loses)} and full points "
-        f"elsewhere; wrong in {wrong}\n" + _describe(graded, fixture.name, wrong))
+        f"elsewhere; wrong in {wrong}\n" + _describe(graded, fixture.name, wrong)
+    )
 
 
 @pytest.mark.parametrize(
-    "fixture", [f for f in FIXTURES if f.shows], ids=[f.name for f in FIXTURES if f.shows])
+    "fixture", [f for f in FIXTURES if f.shows], ids=[f.name for f in FIXTURES if f.shows]
+)
 def test_fixture_shows_its_message(graded: dict[str, Any], fixture) -> None:
     """The autograded output names what went wrong, in the cell the fixture says."""
     _student(graded, fixture.name)
     messages = graded["messages"][fixture.name]
     missing = [(cell, text) for cell, text in fixture.shows if text not in messages.get(cell, "")]
     assert not missing, f"{fixture.name}: not shown: {missing}\n" + _describe(
-        graded, fixture.name, [cell for cell, _ in missing])
+        graded, fixture.name, [cell for cell, _ in missing]
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -537,7 +568,8 @@ def test_validate_invert_fails_every_cell_of_the_release(base_course: Path, tmp_
     """`nbgrader validate --invert` on the release finds no grade cell that passes."""
     notebook = base_course / "release" / ASSIGNMENT / SOURCE_NOTEBOOK.name
     result = run_nbgrader(
-        base_course, "validate", "--invert", str(notebook), env=_environment(tmp_path))
+        base_course, "validate", "--invert", str(notebook), env=_environment(tmp_path)
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     # A changed checksum would be reported instead of the inverted verdict.
     assert "HAVE CHANGED" not in result.stdout, result.stdout[-5000:]

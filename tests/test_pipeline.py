@@ -122,7 +122,7 @@ def test_every_student_on_the_roster_gets_a_result(graded_class):
         ("carol", "graded", 27),
         ("dan", "ungradable", 0),
         ("erin", "ungradable", 0),
-        ("fred", "ungradable", 0),
+        ("fred", "graded", 28),  # the duplicate is dropped, and fred is flagged
         ("gina", "crashed", 2),  # the two logistic cells ran before the kernel died
         ("hank", "timed out", 26),  # only the tanh cell hung; every other cell counts
         ("ivy", "missing", 0),
@@ -139,6 +139,11 @@ def test_reasons_name_the_file_and_the_problem(graded_class):
     assert "simple_neural_network.ipynb" in by_student["dan"].reason
     assert "kernel died" in by_student["gina"].reason
     assert "time limit" in by_student["hank"].reason
+
+
+def test_a_duplicated_grade_cell_is_graded_and_flagged(graded_class):
+    fred = graded_class[2]["fred"]
+    assert "duplicated cell tanh_values" in fred.flags
 
 
 def test_exit_status_and_summary_point_at_students_needing_attention(graded_class):
@@ -183,7 +188,7 @@ def test_cell_csv_has_a_row_per_student_and_grade_cell(graded_class):
 def test_feedback_shows_work_and_scores_but_no_hidden_tests(graded_class):
     course, _, _ = graded_class
     pages = sorted((course / "feedback").glob("*/simple_nn/*.html"))
-    assert {p.parts[-3] for p in pages} == {"alice", "bob", "carol", "gina", "hank"}
+    assert {p.parts[-3] for p in pages} == {"alice", "bob", "carol", "fred", "gina", "hank"}
     for page in pages:
         text = page.read_text()
         for secret in ["BEGIN HIDDEN TESTS", "checks.", "nncourse", DETAILS_MARK]:
