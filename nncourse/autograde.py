@@ -48,6 +48,8 @@ GRADED, MISSING, UNGRADABLE, CRASHED, TIMED_OUT = (
 NEEDS_ATTENTION = (UNGRADABLE, CRASHED, TIMED_OUT)
 RECORD_FILE = ".nncourse-grading.json"  # kept in each autograded submission folder
 TIMEOUT_ERRORS = ("CellTimeoutError", "TimeoutError")
+# What nbgrader's exchange puts beside a submission; release_feedback needs the secret.
+EXCHANGE_FILES = ("timestamp.txt", "submission_secret.txt")
 
 
 @dataclasses.dataclass
@@ -193,7 +195,7 @@ def execute_submission(task: Task) -> Outcome:
                 continue  # the writer scores a missing notebook 0, as nbgrader does
             nb = _read_notebook(path)
             release = _release_notebook(course, task.assignment, notebook)
-            expected = {f"{name}.ipynb" for name in task.notebooks} | {"timestamp.txt"}
+            expected = _expected_files(course, task)
             outcome.flags += tamper.scan(nb, release, tamper.submitted_files(submitted), expected)
             nb = tamper.repair(nb, release)
             resources = _resources(
@@ -230,7 +232,7 @@ def execute_submission(task: Task) -> Outcome:
 
 
 def _lay_out(submitted: Path, dest: Path, course: CourseDirectory, assignment: str) -> None:
-    """Start dest afresh with the source's files and the submission's timestamp, nothing else.
+    """Start dest afresh with the source's files and the exchange's files, nothing else.
 
     nbgrader copies every file a student submits next to the notebook; a submitted
     numpy.py or ipykernel_launcher.py would then be imported by the grading kernel. Only
@@ -245,8 +247,16 @@ def _lay_out(submitted: Path, dest: Path, course: CourseDirectory, assignment: s
         if path.is_file() and path.suffix != ".ipynb" and not _ignored(relative, course):
             (dest / relative).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(path, dest / relative)
-    if (submitted / "timestamp.txt").is_file():
-        shutil.copyfile(submitted / "timestamp.txt", dest / "timestamp.txt")
+    for name in EXCHANGE_FILES:
+        if (submitted / name).is_file():
+            shutil.copyfile(submitted / name, dest / name)
+
+
+def _expected_files(course: CourseDirectory, task: Task) -> set[str]:
+    """What a submission may hold: the notebooks, the release's files and the exchange's."""
+    release = Path(course.format_path(course.release_directory, ".", task.assignment))
+    shipped = {str(p.relative_to(release)) for p in release.rglob("*") if p.is_file()}
+    return shipped | {f"{name}.ipynb" for name in task.notebooks} | set(EXCHANGE_FILES)
 
 
 def _release_notebook(course: CourseDirectory, assignment: str, notebook: str) -> NotebookNode:

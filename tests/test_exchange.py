@@ -190,22 +190,6 @@ def lifecycle():
             instructor, "release_feedback", ASSIGNMENT, cwd=course, check=False
         )
         released = released_first
-        if released_first.returncode != 0 and "submission_secret.txt" in released_first.stderr:
-            # Known nncourse bug (see test_feedback_is_released): the autograded copy, hence
-            # the feedback folder, lacks the submission_secret.txt that release_feedback
-            # hashes feedback names with. The instructor's workaround: copy it from submitted/.
-            for key in ("ann", "bob"):
-                name = students[key].name
-                ha.run_as(
-                    instructor,
-                    [
-                        "/bin/cp",
-                        f"submitted/{name}/{ASSIGNMENT}/submission_secret.txt",
-                        f"feedback/{name}/{ASSIGNMENT}/",
-                    ],
-                    cwd=course,
-                )
-            released = nbgrader(instructor, "release_feedback", ASSIGNMENT, cwd=course)
         fetched_feedback = {
             key: nbgrader(s, "fetch_feedback", ASSIGNMENT, check=False)
             for key, s in students.items()
@@ -309,10 +293,7 @@ def test_each_student_gets_their_own_grade(lifecycle):
 def test_grading_runs_sandboxed_as_the_instructor(lifecycle):
     """nncourse grade, as a non-root instructor with a delegated cgroup, grades both students."""
     out = lifecycle["graded"].stdout
-    students = lifecycle["students"]
-    for key in ("ann", "bob"):
-        line = next(x for x in out.splitlines() if x.strip().startswith(students[key].name))
-        assert "graded" in line, out
+    assert "graded: 2" in out, out  # ann and bob; cat is missing
     for status in ("crashed", "timed out", "ungradable"):
         assert status not in out, out
 
@@ -325,24 +306,12 @@ def test_sandbox_without_a_delegated_cgroup_says_why(lifecycle):
     assert "no writable cgroup with a pids controller" in done.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nncourse/autograde.py expects only the notebooks and timestamp.txt in a submission; "
-    "nbgrader's exchange also delivers the released figures/ and submission_secret.txt, so "
-    "every exchange submission is flagged and `nncourse grade` exits 3",
-)
 def test_grading_flags_nothing_that_nbgrader_put_there(lifecycle):
     """Files the release shipped and nbgrader submit adds are not 'extra files' of the student."""
     assert lifecycle["graded"].returncode == 0
     assert "submitted an extra file" not in lifecycle["graded"].stdout
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="nncourse/autograde.py (_lay_out) copies only timestamp.txt of a submission's "
-    "files into autograded/, so generate_feedback's folder lacks submission_secret.txt and "
-    "`nbgrader release_feedback` raises FileNotFoundError (workaround applied in the fixture)",
-)
 def test_feedback_is_released_as_graded(lifecycle):
     """nbgrader release_feedback publishes the feedback nncourse grade wrote, as it wrote it."""
     released = lifecycle["released_first"]
