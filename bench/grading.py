@@ -88,7 +88,9 @@ class KernelSampler(threading.Thread):
             kernels, rss = 0, 0.0
             for proc in Path("/proc").glob("[0-9]*"):
                 try:
-                    if b"ipykernel_launcher" not in (proc / "cmdline").read_bytes():
+                    cmdline = (proc / "cmdline").read_bytes()
+                    # The kernel itself, not the sandbox's launcher and bwrap around it.
+                    if b"ipykernel_launcher" not in cmdline or b"bwrap" in cmdline:
                         continue
                     status = (proc / "status").read_text()
                 except OSError:

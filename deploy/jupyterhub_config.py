@@ -106,7 +106,10 @@ c.JupyterHub.services = [
         "command": ["jupyterhub-singleuser"],
         "user": GRADER,
         "cwd": f"/home/{GRADER}",
-        "environment": {"JUPYTERHUB_DEFAULT_URL": "/lab"},
+        # Inside a virtual environment jupyter_core reads the environment's config before
+        # ~/.jupyter, so the sys-prefix "formgrader off" of the admin guide would win over
+        # the grader's own "on": prefer the account's config instead.
+        "environment": {"JUPYTERHUB_DEFAULT_URL": "/lab", "JUPYTER_PREFER_ENV_PATH": "0"},
         "oauth_no_confirm": True,
     },
 ]
