@@ -93,6 +93,6 @@ def run_demo(course_root: Path, jobs: int | None = None) -> int:
     lay_out_example_class(course_root)
     print("3/3 grading in parallel, writing feedback, exports and the class report ...")
     run = workflow.grade_and_report(course_root, [ASSIGNMENT], jobs=jobs)
-    workflow.print_run(run)
+    workflow.print_run(run, scores=True)
     # The demo class has broken submissions on purpose: that it flags them is the point.
     return 0

@@ -86,8 +86,11 @@ def _write_feedback(course: CourseDirectory, config, results: list[grade.Student
     return pages
 
 
-def print_run(run: RunResult) -> None:
-    """The closing summary an instructor reads in the terminal."""
+def print_run(run: RunResult, scores: bool = False) -> None:
+    """The closing summary an instructor reads in the terminal, with every score if asked."""
+    if scores:
+        for r in run.results:
+            print(f"{r.assignment}  {r.student:<24} {r.score:5g} / {r.max_score:g}  {r.status}")
     print(grade.summary(run.results))
     print(f"grades:      {run.grades_csv}")
     print(f"grade cells: {run.cells_csv}")
