@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import datetime
 from pathlib import Path
 
@@ -65,7 +66,13 @@ def _notebook(course_root: Path, kind: str):
         cells[fixture.cell] = fixture.source
     nb = submissions.fill(release, cells)
     if kind == "duplicated_grade_cell":
-        nb.cells.append(next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade")))
+        # Pasted again at the end, as JupyterLab pastes: the same metadata under a new cell id
+        # (a fixed one, so that every run of the demo lays out the same file).
+        copied = copy.deepcopy(
+            next(c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade"))
+        )
+        copied.id = "pasted-grade-cell"
+        nb.cells.append(copied)
     return nb
 
 
