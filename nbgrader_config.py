@@ -69,21 +69,19 @@ from nncourse.feedback import HideHiddenTests  # noqa: E402
 
 c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
 
-# Every grading kernel imports the hidden tests' checks before the first cell runs, so that
-# they capture numpy's comparisons, builtins and IPython's transformers and exception display
-# before student code can replace them (nncourse/checks.py: tamper evidence). The history
-# setting is the one ipykernel kernels are usually given for headless runs: no history file.
-c.Execute.extra_arguments = [
-    "--HistoryManager.hist_file=:memory:",
-    "--IPKernelApp.exec_lines=import nncourse.checks",
-]
+# The history setting is the one ipykernel kernels are usually given for headless runs: no
+# history file. Grading kernels import nothing of ours: the checks run in the grader.
+c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
 
 # Student code runs in a bubblewrap sandbox (nncourse/sandbox.py): it sees only its own
 # autograded folder and a private /tmp, has no network, its own PID namespace (every process
 # it starts dies with it), a cgroup capping processes and memory, and a wall-clock limit.
-# nbgrader's Execute ignores c.Execute.kernel_manager_class, so the sandboxed subclass takes
-# Execute's place in nbgrader's own autograde steps; `nbgrader autograde` and `nncourse
-# grade` both use it, and the c.Execute settings above still apply.
+# Every grade cell is scored by the grader's verdict (nncourse/verdicts.py): the kernel only
+# calls the student's functions on the check's inputs and hands back the numbers; the
+# reference, the comparison and the named mistakes stay in the grading process. nbgrader's
+# Execute ignores c.Execute.kernel_manager_class, so GradedExecute takes Execute's place in
+# nbgrader's own autograde steps; `nbgrader autograde` and `nncourse grade` both use it, and
+# the c.Execute settings above still apply.
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (  # noqa: E402
     AssignLatePenalties,
@@ -93,10 +91,10 @@ from nbgrader.preprocessors import (  # noqa: E402
     SaveAutoGrades,
 )
 
-from nncourse.sandbox import SandboxedExecute  # noqa: E402
+from nncourse.verdicts import GradedExecute  # noqa: E402
 
 c.Autograde.autograde_preprocessors = [
-    SandboxedExecute,
+    GradedExecute,
     IgnorePattern,
     ClearMetadataPreprocessor,
     LimitOutput,

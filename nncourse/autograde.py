@@ -29,14 +29,8 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import SaveAutoGrades
 from traitlets.config import Config
 
-from nncourse import tamper
-from nncourse.checks import TAMPERING
-from nncourse.sandbox import (
-    TAMPERING_ENAME,
-    KernelTimeLimitExceeded,
-    SandboxedKernelManager,
-    check_sandbox,
-)
+from nncourse import calls, checks, tamper, verdicts
+from nncourse.sandbox import KernelTimeLimitExceeded, SandboxedKernelManager, check_sandbox
 
 GRADED, MISSING, UNGRADABLE, CRASHED, TIMED_OUT = (
     "graded",
@@ -211,7 +205,7 @@ def execute_submission(task: Task) -> Outcome:
                 ) from error
             resources["metadata"]["path"] = str(dest)
             status = _execute(nb, execute, task.config, resources)
-            outcome.flags += _runtime_flags(nb)
+            outcome.flags += verdicts.flags(nb)
             if status != GRADED and outcome.status == GRADED:
                 outcome.status, outcome.reason = (
                     status,
@@ -297,18 +291,6 @@ def _execute(nb: NotebookNode, steps: list[type], config: Config, resources: dic
         status = TIMED_OUT if status == GRADED else status
     _fail_cells_not_run(nb)
     return status
-
-
-def _runtime_flags(nb: NotebookNode) -> list[str]:
-    """Grade cells whose checks found the kernel's grading state tampered with."""
-    flags = []
-    for cell in nb.cells:
-        for output in cell.get("outputs", []):
-            if output.get("ename") == TAMPERING_ENAME or TAMPERING in str(output.get("evalue", "")):
-                grade_id = cell.metadata.get("nbgrader", {}).get("grade_id", "?")
-                flags.append(f"tampered with grading (detected in cell {grade_id})")
-                break
-    return flags[:1]  # the first cell tells where; the rest follow from it
 
 
 def _fail_cells_not_run(nb: NotebookNode) -> None:
@@ -437,6 +419,9 @@ def run_parallel(tasks: list[Task], jobs: int, on_done: Callable[[Outcome], None
     # Forked workers start at once with nbgrader already imported (spawning costs each one
     # ~2.5 s of imports); they share nothing with the grader but what the task carries.
     context = multiprocessing.get_context("fork")
+    # Every worker judges with the same plans: record them once, here, and fork them along.
+    for grade_id in checks.CHECKS:
+        calls.plan(grade_id)
     pending, alone = list(tasks), False
     while pending:
         broken = []

@@ -136,6 +136,7 @@ def build_assignment(
             log.info("normalised %s", path.relative_to(course_root))
 
     for path in sources:
+        check_every_grade_cell_judged(notebooks.read(path), assignment, label=str(path))
         export_references(path, course_root)
 
     figures: dict[str, bytes] = {}
@@ -182,6 +183,28 @@ def export_references(notebook: Path, course_root: Path) -> None:
         log.info("skipping reference export: nncourse.references has no export()")
         return
     export(notebook, course_root)
+
+
+def check_every_grade_cell_judged(nb: NotebookNode, assignment: str, *, label: str) -> None:
+    """Refuse (for the course's assignment) or warn of code grade cells that no check decides."""
+    from nncourse import checks
+
+    missing = [
+        cell.metadata.nbgrader.get("grade_id", "?")
+        for cell in nb.cells
+        if cell.cell_type == "code"
+        and cell.metadata.get("nbgrader", {}).get("grade")
+        and cell.metadata.nbgrader.get("grade_id") not in checks.CHECKS
+    ]
+    if not missing:
+        return
+    message = (
+        f"{label}: no check in nncourse/checks.py CHECKS decides the grade cells "
+        f"{', '.join(missing)}; grading scores them 0. Add a Check for each."
+    )
+    if assignment == checks.ASSIGNMENT:
+        raise BuildError(message)
+    log.warning(message)
 
 
 def execute_notebook(nb: NotebookNode, *, cwd: Path, label: str) -> NotebookNode:

@@ -1,13 +1,17 @@
-"""Checks for the hidden tests: compare a student's function with the reference; name mistakes."""
+"""The hidden tests' checks: compare a student's function with the reference; name mistakes.
+
+They run in the grader only, never in a student's kernel: nncourse/calls.py records the calls
+a check makes, has the kernel make them on the student's function and replays the results here.
+"""
 
 from __future__ import annotations
 
-import builtins
 import contextlib
 import copy
+import dataclasses
+import functools
 import io
 import re
-import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -20,8 +24,8 @@ ASSIGNMENT = "simple_nn"
 ACTIVATIONS = ("logistic", "tanh", "relu")
 COSTS = ("cross_entropy", "mean_squared_error")
 
-# What each graded function may call. The hidden tests put the reference versions of these
-# names in place while they test the function, so that a mistake costs points only once.
+# What each graded function may call. While a function is tested, stand-ins take these names
+# (nncourse/standins.py), so that a mistake costs points only in its own cells.
 DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "logistic": (),
     "tanh": (),
@@ -36,7 +40,6 @@ DEPENDENCIES: dict[str, tuple[str, ...]] = {
 }
 
 Array = np.ndarray
-_MISSING = object()
 # Feedback for students shows a hidden test's message only up to this mark: what follows
 # holds the values on hidden inputs, which are for the instructor.
 DETAILS_MARK = "[details for the instructor]"
@@ -49,152 +52,14 @@ class HiddenTestFailure(AssertionError):
         super().__init__(summary + (f"\n{DETAILS_MARK} {details}" if details else ""))
 
 
-# name -> (the student's value it replaced, the reference put in its place)
-_installed: dict[str, tuple[Any, Any]] = {}
-# warning filters and numpy error settings to give back: (warnings.filters, np.seterr state)
-_silenced: list[tuple[list, dict]] = []
-
-
-# ---------------------------------------------------------------------------------------------
-# Tamper evidence. The grading kernel imports this module before any student code runs (see
-# Execute.extra_arguments in nbgrader_config.py), so what it captures here is pristine. Every
-# hidden test starts by comparing the kernel's state with it: a student's code that replaced
-# numpy's comparisons, builtins, or IPython's transformers and exception display makes every
-# later hidden test fail and the submission flagged, instead of passing wrong code.
-
-TAMPERING = "grading was tampered with"
-_WATCHED = {
-    np: ["allclose", "isclose", "array_equal", "asarray", "all", "any", "abs", "shape", "ndim"],
-    np.testing: ["assert_allclose", "assert_array_equal"],
-    builtins: [
-        "isinstance",
-        "len",
-        "float",
-        "abs",
-        "all",
-        "any",
-        "zip",
-        "range",
-        "type",
-        "print",
-        "getattr",
-        "hasattr",
-        "AssertionError",
-        "Exception",
-        "__import__",
-    ],
-}
-_PRISTINE = {
-    (module.__name__, name): getattr(module, name)
-    for module, names in _WATCHED.items()
-    for name in names
-}
-
-
-def _shell_state() -> dict[str, Any]:
-    """What IPython runs every cell through: transformers and the exception display."""
-    try:
-        shell = get_ipython()  # type: ignore[name-defined]  # noqa: F821 - defined in kernels
-    except NameError:
-        return {}
-    return {
-        "input transformers": [*shell.input_transformers_cleanup, *shell.input_transformers_post],
-        "AST transformers": list(shell.ast_transformers),
-        "exception handler": (shell.custom_exceptions, shell.CustomTB),
-        "traceback display": [getattr(shell, name) for name in ("showtraceback", "_showtraceback")],
-        "cell runner": [getattr(shell, name) for name in ("run_cell", "run_ast_nodes", "run_code")],
-    }
-
-
-_SHELL = _shell_state()
-
-
-def tampering() -> list[str]:
-    """What differs from the pristine kernel state captured when this module was imported."""
-    found = [
-        f"{module}.{name} was replaced"
-        for (module, name), original in _PRISTINE.items()
-        if getattr(__import__(module, fromlist=["_"]), name, None) is not original
-    ]
-    current = _shell_state()
-    found += [
-        f"IPython's {what} changed" for what, value in _SHELL.items() if current.get(what) != value
-    ]
-    return found
-
-
-def probe_expression() -> str:
-    """An expression that fingerprints what the hidden tests rely on, for the grader to evaluate.
-
-    The grader evaluates it from outside the cells, as a user expression, which IPython runs
-    through no transformer: after every grade cell, a fingerprint that differs from the one
-    taken before the first cell means student code changed comparisons, builtins, IPython's
-    cell handling or this module, whatever the cell's own output claims.
-    """
-    watched = {module.__name__: names for module, names in _WATCHED.items()}
-    shell_attributes = (
-        "showtraceback",
-        "_showtraceback",
-        "showsyntaxerror",
-        "run_cell",
-        "run_ast_nodes",
-        "run_code",
-        "CustomTB",
-    )
-    return (
-        "(lambda ip, imp: repr(("
-        "[id(t) for t in ip.input_transformers_cleanup + ip.input_transformers_post],"
-        "[id(t) for t in ip.ast_transformers], repr(ip.custom_exceptions),"
-        f"sorted((k, id(v)) for k, v in vars(ip).items() if k in {shell_attributes!r}),"
-        f"[[id(getattr(imp(m, fromlist=['_']), n)) for n in ns] for m, ns in {watched!r}.items()],"
-        "[id(getattr(imp('nncourse.checks', fromlist=['_']), n))"
-        " for n in ('isolate', 'restore', 'tampering', '_require_pristine', '_close', '_call')],"
-        ")))(__import__('IPython').get_ipython(), __import__)"
-    )
-
-
-def _require_pristine() -> None:
-    """Refuse to grade in a kernel whose comparisons or error reporting were tampered with."""
-    found = tampering()
-    if found:
-        raise HiddenTestFailure(f"{TAMPERING}: {'; '.join(found)}. This cell scores 0.")
+def notebook_name(function_id: str) -> str:
+    """The name a solution cell's function has in the notebook (both backprops are `backprop`)."""
+    return re.sub(r"_(one_hidden|any_depth)$", "", function_id)
 
 
 def reference(function_id: str, name: str | None = None) -> Any:
     """Return the reference function `name` as the notebook defines it at the cell `function_id`."""
-    references.require_grading_caller(sys._getframe(1))
-    scope = references.namespace(ASSIGNMENT, function_id)
-    return scope[name or re.sub(r"_(one_hidden|any_depth)$", "", function_id)]
-
-
-def isolate(user_ns: dict[str, Any], function_id: str) -> None:
-    """Put reference versions of everything function_id depends on into the notebook's namespace."""
-    _require_pristine()
-    restore(user_ns)
-    # nbgrader fails a grade cell that writes to stderr: a correct function that makes numpy
-    # warn must not lose points in the visible tests either.
-    _silenced.append((warnings.filters[:], np.seterr(all="ignore")))
-    warnings.simplefilter("ignore")
-    for name in DEPENDENCIES[function_id]:
-        ref = reference(function_id, name)
-        _installed[name] = (user_ns.get(name, _MISSING), ref)
-        user_ns[name] = ref
-
-
-def restore(user_ns: dict[str, Any]) -> None:
-    """Give the student's own definitions back, except those the student has redefined since."""
-    while _silenced:
-        filters, numpy_errors = _silenced.pop()
-        warnings.filters[:] = filters
-        np.seterr(**numpy_errors)
-    for name, (original, installed) in _installed.items():
-        if user_ns.get(name) is not installed:
-            continue
-        if original is _MISSING:
-            del user_ns[name]
-        else:
-            user_ns[name] = original
-    _installed.clear()
+    return references.namespace(ASSIGNMENT, function_id)[name or notebook_name(function_id)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -797,3 +662,50 @@ def _check_forward(function: Callable[..., Any], function_id: str, networks) -> 
             if name.startswith("Z") and _close(g, layer_inputs[layer] @ ws[layer]):
                 hint = "The bias is missing"
             raise _mismatch(f"{label}: {name}", g, w, hint)
+
+
+# ---------------------------------------------------------------------------------------------
+# The grade cells
+
+
+@dataclasses.dataclass(frozen=True)
+class Check:
+    """What decides one grade cell: the function it tests and the check to run on it."""
+
+    function_id: str  # the solution cell that defines the function
+    run: Callable[[Callable[..., Any]], None]  # raises HiddenTestFailure when the function fails
+
+
+# grade_id -> its check. Every grade cell of the master has one; `nncourse build` refuses a
+# master with a grade cell missing here, and grading fails such a cell.
+CHECKS: dict[str, Check] = {
+    **{
+        f"{name}_values": Check(name, functools.partial(activation_values, name=name))
+        for name in ACTIVATIONS
+    },
+    **{
+        f"{name}_derivative": Check(name, functools.partial(activation_derivative, name=name))
+        for name in ACTIVATIONS
+    },
+    **{f"{name}_value": Check(name, functools.partial(cost_value, name=name)) for name in COSTS},
+    **{
+        f"{name}_derivative": Check(name, functools.partial(cost_derivative, name=name))
+        for name in COSTS
+    },
+    "gradient_descent_step": Check("gradient_descent", gradient_descent_step),
+    "gradient_descent_training": Check("gradient_descent", gradient_descent_training),
+    "forward_pass_one_hidden_values": Check("forward_pass_one_hidden", forward_pass_one_hidden),
+    "backprop_one_hidden_step": Check(
+        "backprop_one_hidden", functools.partial(backprop_step, depths=(1,))
+    ),
+    "backprop_one_hidden_training": Check(
+        "backprop_one_hidden", functools.partial(backprop_training, depth=1)
+    ),
+    "forward_pass_any_depth_values": Check("forward_pass_any_depth", forward_pass_any_depth),
+    "backprop_any_depth_step": Check(
+        "backprop_any_depth", functools.partial(backprop_step, depths=(0, 1, 2, 3))
+    ),
+    "backprop_any_depth_training": Check(
+        "backprop_any_depth", functools.partial(backprop_training, depth=3)
+    ),
+}

@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+# Read by the grader only; grading kernels never see this package (nncourse/sandbox.py).
 EXPORT_DIR = Path(__file__).with_name("reference_solutions")
-# Inside the grading sandbox EXPORT_DIR is hidden: the grader hands the exports over in a
-# file named by this variable, which this module reads and deletes on import, when the
-# kernel starts and before any student code runs.
-HANDOVER_ENV = "NNCOURSE_REFERENCES"
-HANDOVER_NAME = "references.json"
 COURSE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -32,9 +26,7 @@ def solution_cells(notebook: Any) -> list[dict[str, str]]:
 
 def export(source_notebook: Path, course_root: Path) -> Path:
     """Write the solution cells of source_notebook to the package, keyed by its assignment."""
-    # nbformat is imported here, not at the top: grading kernels import this module for
-    # every hidden test, and nbformat (with jsonschema) takes seconds to import.
-    import nbformat
+    import nbformat  # here: the instructor's kernels import this module, and nbformat is slow
 
     assignment = source_notebook.parent.name
     notebook = nbformat.read(source_notebook, as_version=4)
@@ -48,49 +40,13 @@ def export(source_notebook: Path, course_root: Path) -> Path:
     return target
 
 
-def hand_over(target: Path) -> None:
-    """Write every exported assignment's reference solutions to one file for a grading kernel."""
-    exports = {
-        path.stem: json.loads(path.read_text()) for path in sorted(EXPORT_DIR.glob("*.json"))
-    }
-    target.write_text(json.dumps(exports))
-
-
-def _take_handover() -> dict[str, Any]:
-    """The exports handed to this kernel, if any; the file is gone once read."""
-    path = os.environ.get(HANDOVER_ENV)
-    if not path or not os.path.exists(path):
-        return {}
-    with open(path) as handle:
-        exports = json.load(handle)
-    os.unlink(path)
-    return exports
-
-
-_HANDED_OVER = _take_handover()
-
-
 def exported(assignment: str) -> dict[str, Any]:
     """The exported reference solutions of an assignment."""
-    if assignment in _HANDED_OVER:
-        return _HANDED_OVER[assignment]
     return json.loads((EXPORT_DIR / f"{assignment}.json").read_text())
 
 
-def require_grading_caller(frame: Any) -> None:
-    """In a grading kernel, serve the reference solutions to the hidden tests' checks only."""
-    if _HANDED_OVER and frame.f_globals.get("__name__") != "nncourse.checks":
-        raise PermissionError("the reference solutions are for the hidden tests only")
-
-
-def namespace(assignment: str, upto: str) -> dict[str, Any]:
-    """The reference solutions' globals after the cell `upto` (see _namespace)."""
-    require_grading_caller(sys._getframe(1))
-    return _namespace(assignment, upto)
-
-
 @functools.cache
-def _namespace(assignment: str, upto: str) -> dict[str, Any]:
+def namespace(assignment: str, upto: str) -> dict[str, Any]:
     """Run the reference solution cells in order up to grade id `upto`; return their globals.
 
     Running them in order, in one namespace, resolves every name the way the notebook does:

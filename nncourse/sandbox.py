@@ -44,8 +44,6 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
-from nncourse import references
-
 # SandboxedExecute is made on first access (module __getattr__ at the end).
 __all__ = [
     "KernelTimeLimitExceeded",
@@ -56,6 +54,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+PACKAGE_DIR = Path(__file__).resolve().parent
 MiB = 1024**2
 GiB = 1024**3
 
@@ -450,10 +449,10 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     readonly_packages = List(
         Unicode(),
-        ["nncourse"],
-        help="Top-level packages that grade cells import and that may live outside the Python "
+        [],
+        help="Top-level packages that notebooks import and that may live outside the Python "
         "installation (editable installs): their folders are mounted read-only. The course's "
-        "hidden tests run `from nncourse import checks`.",
+        "own grading needs none: its checks run in the grader.",
     ).tag(config=True)
 
     hidden_paths = List(
@@ -534,10 +533,6 @@ class SandboxedKernelManager(AsyncKernelManager):
             self.connection_file = str(self._rundir / "kernel.json")
             self.ip = str(self._rundir / "zmq")
             self._seed_matplotlib_cache(self._rundir / "matplotlib")
-            # The hidden tests' reference solutions reach the kernel as a file that the checks
-            # read and delete when the kernel starts, before any student code runs; the
-            # package's own copy is hidden in the sandbox (see _hidden).
-            references.hand_over(self._rundir / references.HANDOVER_NAME)
         try:
             return await super()._async_pre_start_kernel(**kw)
         except BaseException:
@@ -664,7 +659,9 @@ class SandboxedKernelManager(AsyncKernelManager):
         if isinstance(course, str) and course:
             candidates.append(course)
         candidates += [os.path.join(p, "etc", "jupyter") for p in prefixes]
-        candidates.append(str(references.EXPORT_DIR))
+        # A grading kernel needs nothing of ours: the checks and the reference solutions stay
+        # with the grader, wherever this package is installed.
+        candidates.append(str(PACKAGE_DIR))
         hidden = []
         for path in dict.fromkeys(os.path.abspath(c) for c in candidates):
             # Never hide a system folder itself or what contains one ("/" as course root).
@@ -781,7 +778,6 @@ class SandboxedKernelManager(AsyncKernelManager):
                 # glibc reserves 64 MB of address space per thread arena: without this a
                 # kernel maps ~0.95 GB instead of ~0.45 GB and RLIMIT_AS must be much higher.
                 "MALLOC_ARENA_MAX": "2",
-                references.HANDOVER_ENV: str(self._rundir / references.HANDOVER_NAME),
                 # Keep the submission folder clean of __pycache__.
                 "PYTHONDONTWRITEBYTECODE": "1",
             }
@@ -859,22 +855,6 @@ def check_sandbox(manager: SandboxedKernelManager | None = None) -> None:
             ) from None
 
 
-TAMPERING_ENAME = "TamperingDetected"
-
-
-def tampering_output() -> Any:
-    """The error a grade cell gets when student code changed what the hidden tests rely on."""
-    from nbformat.v4 import new_output
-
-    text = (
-        "student code changed numpy's comparisons, builtins, IPython's cell handling or the "
-        "grading code; this cell scores 0 and the submission is flagged"
-    )
-    return new_output(
-        "error", ename=TAMPERING_ENAME, evalue=text, traceback=[f"{TAMPERING_ENAME}: {text}"]
-    )
-
-
 def __getattr__(name: str) -> Any:
     """Build SandboxedExecute on first use: importing nbgrader takes ~2.5 s."""
     if name != "SandboxedExecute":
@@ -897,7 +877,6 @@ def __getattr__(name: str) -> Any:
 
         def preprocess(self, nb: Any, resources: Any = None, km: Any = None) -> Any:
             """Execute nb; a kernel killed at its time limit raises KernelTimeLimitExceeded."""
-            self.baseline = None
             try:
                 return super().preprocess(nb, resources, km)
             except DeadKernelError as err:
@@ -908,37 +887,6 @@ def __getattr__(name: str) -> Any:
                         f"{manager.time_limit} s and was killed"
                     ) from err
                 raise
-
-        # Where pickle finds it: the configuration travels to grading worker processes.
-        def preprocess_cell(self, cell: Any, resources: Any, index: int) -> Any:
-            """Run a cell; after a grade cell, fail it if the kernel's grading state changed."""
-            if self.baseline is None:
-                self.baseline = self.fingerprint()  # before any student code
-            cell, resources = super().preprocess_cell(cell, resources, index)
-            if cell.get("metadata", {}).get("nbgrader", {}).get("grade"):
-                now = self.fingerprint()
-                if now is not None and now != self.baseline:
-                    cell.outputs.append(tampering_output())
-            return cell, resources
-
-        def fingerprint(self) -> str | None:
-            """The kernel's grading state, read as a user expression (no transformer runs it)."""
-            from nncourse.checks import probe_expression
-
-            try:
-                msg_id = self.kc.execute(
-                    "",
-                    silent=True,
-                    store_history=False,
-                    user_expressions={"state": probe_expression()},
-                )
-                reply = self.wait_for_reply(msg_id)
-                state = reply["content"]["user_expressions"]["state"]
-            except Exception:  # noqa: BLE001 - a dead or hung kernel: its cells fail anyway
-                return None
-            return (
-                state.get("data", {}).get("text/plain") if state.get("status") == "ok" else "error"
-            )
 
     SandboxedExecute.__module__, SandboxedExecute.__qualname__ = __name__, "SandboxedExecute"
     globals()["SandboxedExecute"] = SandboxedExecute

@@ -25,7 +25,8 @@ SUSPICIOUS_CODE = [
     (r"\bsocket\b|urllib|http\.client|\brequests\b", "uses the network"),
     (r"\bsignal\.signal\b", "changes signal handling"),
     (
-        r"\bctypes\b|\bsys\.modules\b|__builtins__|\bbuiltins\b|\bgc\.get_objects\b",
+        r"\bctypes\b|\bsys\.modules\b|__builtins__|\bbuiltins\b|\bgc\.get_objects\b"
+        r"|\bsys\._getframe\b|\binspect\b|\.f_back\b|\.f_locals\b",
         "reaches into the interpreter",
     ),
     (

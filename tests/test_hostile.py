@@ -101,6 +101,32 @@ def structural_cases(release) -> dict:
             cell.metadata.nbgrader["schema_version"] = 99
     cases["unknown_schema_version"] = nb
 
+    # Runs backprop's first grade cell before the activations' own, to keep the stand-ins it is
+    # handed and answer the activations' cells with them.
+    stolen = cells_with(
+        logistic="def logistic(x, deriv=False):\n    return STOLEN['logistic'](x, deriv)\n",
+        backprop_one_hidden="STOLEN = {}\n\n"
+        + cells_with()["backprop_one_hidden"].replace(
+            "    m = len(x)\n",
+            "    for f in act_fs:\n        STOLEN.setdefault(f.__name__, f)\n    m = len(x)\n",
+            1,
+        ),
+    )
+    nb = submissions.fill(release, stolen)
+    moved = [grade_cell(nb, "backprop_one_hidden"), grade_cell(nb, "backprop_one_hidden_step")]
+    for cell in moved:
+        nb.cells.remove(cell)
+    nb.cells[2:2] = moved
+    cases["reorders_grade_cells"] = nb
+
+    # A cell of the student's own, marked locked as if it came from the release, so that a scan
+    # that trusted the submission's metadata would skip it.
+    nb = copy.deepcopy(wrong)
+    hook = "get_ipython().events.register('pre_run_cell', lambda *a: get_ipython().displayhook(3))"
+    locked = nbformat.v4.new_code_cell(hook, metadata={"nbgrader": {"locked": True}})
+    nb.cells.insert(nb.cells.index(grade_cell(nb, "relu_values")), locked)
+    cases["own_cell_marked_locked"] = nb
+
     nb = copy.deepcopy(wrong)
     markdown = nbformat.v4.new_markdown_cell(
         "all good", metadata=grade_cell(nb, "relu_derivative").metadata
@@ -152,6 +178,8 @@ STRUCTURAL_EXPECTED = {
     "raises_points": (27, "graded", "claims 100 points instead of 1"),
     "unknown_schema_version": (28, "graded", "schema version 99"),
     "grade_cell_turned_markdown": (27, "graded", "cell relu_derivative changed type"),
+    "reorders_grade_cells": (13, "graded", "reordered the grade cells"),
+    "own_cell_marked_locked": (27, "graded", "uses IPython's shell"),
 }
 CASES = {**expectations(), **STRUCTURAL_EXPECTED}
 
@@ -195,8 +223,8 @@ def _submission_path(course: Path, student: str) -> Path:
     return folder / NOTEBOOK
 
 
-def test_the_suite_has_at_least_25_cases():
-    assert len(CASES) >= 25
+def test_the_suite_has_at_least_45_cases():
+    assert len(CASES) >= 45
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -260,23 +288,43 @@ def outputs(course: Path, student: str) -> str:
     return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", []))
 
 
-def test_feedback_holds_no_hidden_tests_or_reference_code(batch):
+def _region_lines(nb, region: str) -> set[str]:
+    """The stripped lines between a notebook's BEGIN and END markers of region."""
+    found = set()
+    for cell in nb.cells:
+        for block in re.findall(f"BEGIN {region}(.*?)END {region}", cell.source, re.S):
+            found |= {line.strip() for line in block.splitlines() if line.strip()}
+    return found
+
+
+def _own_code(path: Path) -> str:
+    """What a student submitted: the sources of their notebook's cells, or its raw text."""
+    try:
+        return "\n".join(c.source for c in nbformat.read(path, as_version=4).cells)
+    except Exception:  # noqa: BLE001 - an unreadable notebook is compared as text
+        return path.read_text(errors="replace")
+
+
+def test_feedback_holds_no_hidden_test_or_solution_line(batch):
+    """No feedback shows a line of a hidden block, or of a solution the student did not write."""
     course, _ = batch
     source = nbformat.read(ROOT / "source" / ASSIGNMENT / NOTEBOOK, as_version=4)
-    hidden = [
-        line.strip()
-        for cell in source.cells
-        for block in re.findall(r"BEGIN HIDDEN TESTS(.*?)END HIDDEN TESTS", cell.source, re.S)
-        for line in block.splitlines()
-        if line.strip().startswith("checks.")
+    hidden, solutions = _region_lines(source, "HIDDEN TESTS"), _region_lines(source, "SOLUTION")
+    markers = [
+        "BEGIN HIDDEN TESTS",
+        "BEGIN SOLUTION",
+        "END SOLUTION",
+        "[details for the instructor]",
     ]
-    secrets = ["BEGIN HIDDEN TESTS", "[details for the instructor]", *hidden]
     pages = sorted((course / "feedback").glob(f"*/{ASSIGNMENT}/*.html"))
-    assert len(pages) > 20
+    assert len(pages) > 30
     for page in pages:
-        text = page.read_text()
-        leaked = [s for s in secrets if s in html.unescape(re.sub(r"<[^>]+>", "", text))]
-        assert leaked == [], f"{page.parts[-3]} shows {leaked[:2]}"
+        student = page.parts[-3]
+        own = _own_code(_submission_path(course, student))
+        text = html.unescape(re.sub(r"<[^>]+>", "", page.read_text()))
+        secrets = [*markers, *hidden, *(line for line in solutions if line not in own)]
+        leaked = [s for s in secrets if s in text]
+        assert leaked == [], f"{student} shows {leaked[:2]}"
 
 
 def test_summary_flags_every_tampering_case(batch):
