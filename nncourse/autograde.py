@@ -29,7 +29,7 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import SaveAutoGrades
 from traitlets.config import Config
 
-from nncourse import tamper
+from nncourse import inert, tamper
 from nncourse.checks import TAMPERING
 from nncourse.sandbox import (
     TAMPERING_ENAME,
@@ -223,7 +223,8 @@ def execute_submission(task: Task) -> Outcome:
                     ),
                 )
             target = dest / f"{notebook}.ipynb"
-            nbformat.write(nb, target)
+            # The formgrader may show this file before the record steps make it inert again.
+            nbformat.write(inert.inert_notebook(nb), target)
             outcome.executed[notebook] = str(target)
     except SubmissionError as error:
         outcome.status, outcome.reason, outcome.executed = UNGRADABLE, str(error), {}
