@@ -1,10 +1,11 @@
-"""Student notebooks made harmless wherever their HTML is shown.
+"""Student text made harmless wherever it is shown: HTML pages, the terminal and spreadsheets.
 
 A student's notebook reaches the instructor's browser through nbgrader's formgrader and the
 feedback pages (nbconvert's HTML templates put text/html outputs, application/javascript
 outputs and the HTML inside markdown into the page as they are) and through JupyterLab. What
 is kept of it here is what no renderer can run: sanitised HTML, plain text and raster or
-image-only SVG pictures.
+image-only SVG pictures. Student ids and file names are escaped for the terminal and
+spreadsheets that show them.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ SCRIPT_SCHEME = re.compile(
     re.IGNORECASE,
 )
 ZERO_WIDTH_SPACE = "\u200b"
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 
 def sanitise_html(text: str) -> str:
@@ -108,3 +110,31 @@ class MakeInert(NbGraderPreprocessor):
     ) -> tuple[NotebookNode, ResourcesDict]:
         """Make every markdown, raw cell and output of the notebook inert."""
         return inert_notebook(nb), resources
+
+
+def printable(text: object) -> str:
+    """Text for the terminal: control characters (ANSI escapes, newlines, ...) shown escaped."""
+    return "".join(
+        char if char.isprintable() else char.encode("unicode_escape").decode() for char in str(text)
+    )
+
+
+def csv_cell(value: object) -> object:
+    """A spreadsheet cell that cannot start a formula: a quote before =, +, -, @, tab or CR."""
+    if isinstance(value, str) and value.startswith(FORMULA_START) and not _is_number(value):
+        return "'" + value
+    return value
+
+
+def _is_number(text: str) -> bool:
+    """Whether a spreadsheet reads this text as a plain number (-1.5 is one, -1+1 is not)."""
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return not text[:1].isspace()
+
+
+def safe_student_id(student: str) -> bool:
+    """Whether nbgrader's formgrader can show this id: it prints ids into its pages unescaped."""
+    return printable(student) == student and not set(student) & set("<>&\"'`")

@@ -1,7 +1,9 @@
-"""Student notebooks made inert: the payload suite in nbconvert's HTML, and what must survive."""
+"""Student content made inert: payloads in nbconvert's HTML, terminal text, CSV cells and the
+class report."""
 
 import base64
 import copy
+import csv
 import html
 import re
 from pathlib import Path
@@ -11,8 +13,11 @@ import pytest
 from active_content import PAYLOADS, active_parts, cell
 from nbconvert import HTMLExporter
 from nbgrader import utils
+from nbgrader.api import Gradebook
+from nbgrader.coursedir import CourseDirectory
+from nbgrader.plugins import CsvExportPlugin
 
-from nncourse import inert
+from nncourse import export, grade, inert, report
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "simple_nn"
@@ -102,3 +107,117 @@ def test_what_nbgrader_scores_is_untouched():
         nb = nbformat.v4.new_notebook(cells=[cells])
         before = utils.determine_grade(nb.cells[0])
         assert utils.determine_grade(inert.inert_notebook(nb).cells[0]) == before
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("alice", "alice"),
+        ("Müller → 28/28", "Müller → 28/28"),
+        ("\x1b[2K\x1b[1Aall_fine.txt", "\\x1b[2K\\x1b[1Aall_fine.txt"),
+        ("one\nflagged: forged", "one\\nflagged: forged"),
+        ("\u202eexe.txt", "\\u202eexe.txt"),
+        ("bell\x07 and CR\r", "bell\\x07 and CR\\r"),
+    ],
+)
+def test_terminal_text_shows_control_characters_escaped(text, shown):
+    assert inert.printable(text) == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "cell"),
+    [
+        ('=HYPERLINK("http://x","click")', '\'=HYPERLINK("http://x","click")'),
+        ("+1+cmd", "'+1+cmd"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(A1)", "'@SUM(A1)"),
+        ("\t=1", "'\t=1"),
+        ("\r=1", "'\r=1"),
+        ("-1.5", "-1.5"),
+        ("AssertionError: relu(0) = 0", "AssertionError: relu(0) = 0"),
+        (28.0, 28.0),
+    ],
+)
+def test_csv_cells_cannot_start_a_formula(value, cell):
+    assert inert.csv_cell(value) == cell
+
+
+def test_exported_csv_files_neutralise_formulas(tmp_path):
+    course = CourseDirectory(root=str(tmp_path))
+    with Gradebook(course.db_url, course.course_id) as gb:
+        gb.add_assignment(ASSIGNMENT)
+        for student in ["alice", "=1+1", "@SUM(A1)"]:
+            gb.add_student(student, last_name="-2+3" if student != "alice" else "Smith")
+        CsvExportPlugin(to=str(tmp_path / "nbgrader.csv")).export(gb)
+    ours = export.write_grades_csv(course, tmp_path / "grades.csv").read_text().splitlines()
+    nbgraders = (tmp_path / "nbgrader.csv").read_text().splitlines()
+    assert ours[0] == nbgraders[0]
+    assert [line for line in ours if "alice" in line] == [
+        line for line in nbgraders if "alice" in line
+    ]  # what `nbgrader export` writes, where no cell could start a formula
+    rows = list(csv.DictReader(ours))
+    assert [(r["student_id"], r["last_name"]) for r in rows if r["student_id"] != "alice"] == [
+        ("'=1+1", "'-2+3"),
+        ("'@SUM(A1)", "'-2+3"),
+    ]
+    message = '=HYPERLINK("http://x","click")'
+    result = export.CellResult(ASSIGNMENT, "bob", "graded", "nb", "relu", 0.0, 1.0, message)
+    cells = list(csv.DictReader(export.write_cell_csv([result], tmp_path / "cells.csv").open()))
+    assert cells[0]["message"] == "'" + message
+    assert float(cells[0]["score"]) == 0.0
+
+
+def results_with_hostile_names() -> list[grade.StudentResult]:
+    """Two students: one graded and flagged for files with odd names, one with an HTML id."""
+    flags = [
+        "submitted an extra file \x1b[2K\x1b[1Aall_fine.txt",
+        "submitted an extra file <svg onload=alert('PWNED')>.txt",
+    ]
+    return [
+        grade.StudentResult("mallory", ASSIGNMENT, "graded", 28.0, 28.0, flags=flags),
+        grade.StudentResult(
+            "<img src=x onerror=alert('PWNED')>", ASSIGNMENT, "ungradable", 0.0, 28.0, "refused"
+        ),
+    ]
+
+
+def test_summary_shows_control_characters_escaped():
+    text = grade.summary(results_with_hostile_names())
+    assert "\x1b" not in text
+    assert "flagged: submitted an extra file \\x1b[2K\\x1b[1Aall_fine.txt" in text
+
+
+def test_report_shows_ids_and_file_names_as_text(tmp_path):
+    results = results_with_hostile_names()
+    cells = [
+        export.CellResult(ASSIGNMENT, r.student, r.status, "nb", "relu", 0.0, 1.0, "<b>x</b>")
+        for r in results
+    ]
+    feedback = tmp_path / "feedback" / results[1].student / "index.html"
+    feedback.parent.mkdir(parents=True)
+    feedback.touch()
+    page = report.write_report(
+        results, cells, {results[1].student: feedback}, tmp_path / "reports" / "report.html"
+    ).read_text()
+    assert active_parts(page, "PWNED") == []
+    shown = html.unescape(re.sub(r"<[^>]+>", "", page))
+    assert "<img src=x onerror=alert('PWNED')>" in shown
+    assert "<svg onload=alert('PWNED')>.txt" in shown
+    assert 'href="../feedback/%3Cimg%20src%3Dx%20onerror%3Dalert%28%27PWNED' in page
+
+
+@pytest.mark.parametrize(
+    ("student", "safe"),
+    [
+        ("alice", True),
+        ("jörg.müller-2", True),
+        ("=1+1", True),  # no HTML: the CSV export neutralises it
+        ("<img src=x onerror=alert(1)>", False),
+        ('bob" onmouseover="alert(1)', False),
+        ("carol&amp;", False),
+        ("dan\x1b[2K", False),
+        ("erin\n", False),
+    ],
+)
+def test_student_ids_the_formgrader_would_run_are_refused(student, safe):
+    assert inert.safe_student_id(student) is safe
