@@ -1,5 +1,5 @@
-"""Student content made inert: payloads in nbconvert's HTML, terminal text, CSV cells and the
-class report."""
+"""Student content made inert: payloads in nbconvert's HTML, terminal text, CSV cells, the class
+report, and the static scan's view of which cells are the student's."""
 
 import base64
 import copy
@@ -17,7 +17,7 @@ from nbgrader.api import Gradebook
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.plugins import CsvExportPlugin
 
-from nncourse import export, grade, inert, report
+from nncourse import export, grade, inert, report, submissions, tamper
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "simple_nn"
@@ -204,6 +204,22 @@ def test_report_shows_ids_and_file_names_as_text(tmp_path):
     assert "<img src=x onerror=alert('PWNED')>" in shown
     assert "<svg onload=alert('PWNED')>.txt" in shown
     assert 'href="../feedback/%3Cimg%20src%3Dx%20onerror%3Dalert%28%27PWNED' in page
+
+
+def test_static_scan_takes_the_students_cells_from_the_release():
+    release = nbformat.read(RELEASE, as_version=4)
+    correct = submissions.fill(release, submissions.correct_cells(ASSIGNMENT))
+    assert tamper.scan(correct, release, [], set()) == []
+    forged = copy.deepcopy(correct)
+    own = nbformat.v4.new_code_cell("import subprocess", metadata={"nbgrader": {"locked": True}})
+    forged.cells.append(own)  # marked read-only, yet no master cell takes its place
+    relu = next(c for c in forged.cells if c.metadata.get("nbgrader", {}).get("grade_id") == "relu")
+    relu.source += "\nimport socket"
+    relu.metadata.nbgrader.update(locked=True, grade=True, points=0)
+    flags = tamper.scan(forged, release, [], set())
+    assert "an unnamed cell: starts processes" in flags
+    assert "relu: uses the network" in flags
+    assert "cell relu changed type (grade/solution/read-only flags)" in flags
 
 
 @pytest.mark.parametrize(
