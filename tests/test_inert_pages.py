@@ -5,8 +5,9 @@ tests/fixtures/active_content.json (markdown cells, and code cells whose outputs
 makes), a cell of her own marked read-only, and files named with HTML and terminal escapes;
 another student's id is HTML. A browser then opens what an instructor and a student open:
 the grading page of nbgrader's formgrader, served by a real Jupyter server with the formgrader
-extension (logged in with the token its configuration sets), mallory's feedback page and the
-class report. Every payload requests a page of the test's web server and sets window.__pwned;
+extension (logged in with the token its configuration sets), mallory's feedback page, a
+feedback page that plain `nbgrader generate_feedback` makes of a notebook not made inert, and
+the class report. Every payload requests a page of the test's web server and sets window.__pwned;
 a control page (the same payloads in nbconvert's HTML, not made inert) shows that they run in
 this browser. A screenshot of the grading page goes to tests/artifacts/inert/.
 """
@@ -118,6 +119,7 @@ def graded(site):
     for name in (HTML_FILE, ESCAPES_FILE):
         (path.parent / name).write_text("")
     submissions.write_submission(course, HTML_ID, ASSIGNMENT, release)
+    submissions.write_submission(course, "trent", ASSIGNMENT, release)  # for plain nbgrader
     run = subprocess.run(
         [str(BIN / "nncourse"), "grade", "--jobs", "1"],
         cwd=course,
@@ -250,7 +252,7 @@ def test_the_summary_shows_flags_with_escapes_visible(graded):
 def test_an_html_student_id_never_reaches_the_gradebook(graded):
     course, _ = graded
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        assert [s.id for s in gb.students] == ["mallory"]
+        assert [s.id for s in gb.students] == ["mallory", "trent"]
         assert gb.find_submission(ASSIGNMENT, "mallory").score == 28
 
 
@@ -278,6 +280,26 @@ def test_feedback_page_runs_no_student_code(graded, site, page):
     feedback = course / "feedback" / "mallory" / ASSIGNMENT / f"{NOTEBOOK}.html"
     open_and_settle(page, site.url + str(feedback.relative_to(site.folder)))
     assert "def relu(" in page.inner_text("body")
+    nothing_ran(page, site)
+
+
+def test_plain_nbgrader_feedback_of_a_notebook_not_made_inert_runs_nothing(graded, site, page):
+    # As for a notebook graded before MakeInert was among the autograde steps: the payloads are
+    # in the autograded notebook, and `nbgrader generate_feedback` alone must make them inert.
+    course, _ = graded
+    autograded = course / "autograded" / "trent" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
+    nb = nbformat.read(autograded, as_version=4)
+    nb.cells += [cell(name, payload_js(site, name)) for name in PAYLOADS]
+    nbformat.write(nb, autograded)
+    subprocess.run(
+        [str(BIN / "nbgrader"), "generate_feedback", ASSIGNMENT, "--student=trent", "--force"],
+        cwd=course,
+        check=True,
+        capture_output=True,
+    )
+    feedback = course / "feedback" / "trent" / ASSIGNMENT / f"{NOTEBOOK}.html"
+    open_and_settle(page, site.url + str(feedback.relative_to(site.folder)))
+    assert "my derivation" in page.inner_text("body")  # the payload cells are there
     nothing_ran(page, site)
 
 
