@@ -66,8 +66,17 @@ from nbconvert.preprocessors import CSSHTMLHeaderPreprocessor  # noqa: E402
 from nbgrader.preprocessors import GetGrades  # noqa: E402
 
 from nncourse.feedback import HideHiddenTests  # noqa: E402
+from nncourse.inert import MakeInert  # noqa: E402
 
-c.GenerateFeedback.preprocessors = [GetGrades, HideHiddenTests, CSSHTMLHeaderPreprocessor]
+# nbconvert's templates put a student's text/html and JavaScript outputs and the HTML in their
+# markdown into the page as they are; MakeInert keeps only what cannot run (nncourse/inert.py),
+# also for notebooks graded before it was in the autograde steps below.
+c.GenerateFeedback.preprocessors = [
+    GetGrades,
+    HideHiddenTests,
+    MakeInert,
+    CSSHTMLHeaderPreprocessor,
+]
 
 # The history setting is the one ipykernel kernels are usually given for headless runs: no
 # history file. Grading kernels import nothing of ours: the checks run in the grader.
@@ -101,7 +110,10 @@ c.Autograde.autograde_preprocessors = [
     SaveAutoGrades,
     AssignLatePenalties,
     CheckCellMetadata,
+    MakeInert,
 ]
+# MakeInert comes last, after the grades are saved: the formgrader shows the autograded notebook
+# in the instructor's session, so nothing a student's cells display may run there.
 # A whole submission, every cell included, gets five minutes; the reference runs in about
 # ten seconds. A kernel alive after that is killed with everything it started.
 c.SandboxedKernelManager.time_limit = 300

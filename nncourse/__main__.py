@@ -86,6 +86,16 @@ def _run_demo(args: argparse.Namespace) -> int:
     return run_demo(args.root, args.jobs)
 
 
+class PrintableFormatter(logging.Formatter):
+    """Log lines with control characters shown escaped: messages quote students' ids and files."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as usual, each line stripped of what a terminal would act on."""
+        from nncourse.inert import printable  # here: it imports nbgrader, --help stays fast
+
+        return "\n".join(printable(line) for line in super().format(record).split("\n"))
+
+
 #: To add a subcommand, write an ``_add_<name>`` function that registers its parser and
 #: sets ``run`` (a function taking the parsed args and returning an exit status), then
 #: list it here.
@@ -120,7 +130,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
     )
     # Libraries (nbclient, traitlets, ...) stay at WARNING; only our own steps are chatty.
-    logging.basicConfig(level=logging.WARNING, format="%(name)s: %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(PrintableFormatter("%(name)s: %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler])
     logging.getLogger("nncourse").setLevel(logging.DEBUG if args.verbose else logging.INFO)
     return args.run(args)
 

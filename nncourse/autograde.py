@@ -29,7 +29,7 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import SaveAutoGrades
 from traitlets.config import Config
 
-from nncourse import calls, checks, tamper, verdicts
+from nncourse import calls, checks, inert, tamper, verdicts
 from nncourse.sandbox import KernelTimeLimitExceeded, SandboxedKernelManager, check_sandbox
 
 GRADED, MISSING, UNGRADABLE, CRASHED, TIMED_OUT = (
@@ -217,7 +217,8 @@ def execute_submission(task: Task) -> Outcome:
                     ),
                 )
             target = dest / f"{notebook}.ipynb"
-            nbformat.write(nb, target)
+            # The formgrader may show this file before the record steps make it inert again.
+            nbformat.write(inert.inert_notebook(nb), target)
             outcome.executed[notebook] = str(target)
     except SubmissionError as error:
         outcome.status, outcome.reason, outcome.executed = UNGRADABLE, str(error), {}

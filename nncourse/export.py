@@ -1,19 +1,39 @@
-"""Grade exports: nbgrader's grades.csv, and one row per student and grade cell."""
+"""Grade exports: nbgrader's grades.csv, and one row per student and grade cell.
+
+Every text cell that a spreadsheet would read as a formula (student ids, failure messages, ...)
+starts with a quote, so opening the file runs nothing a student wrote.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 from pathlib import Path
 
 import nbformat
 from nbgrader import utils
-from nbgrader.api import Gradebook
+from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.coursedir import CourseDirectory
-from nbgrader.plugins import CsvExportPlugin
 
 from nncourse.feedback import student_message
 from nncourse.grade import StudentResult
+from nncourse.inert import csv_cell
+
+# The columns of `nbgrader export` (nbgrader.plugins.CsvExportPlugin), in its order.
+GRADES_COLUMNS = [
+    "assignment",
+    "duedate",
+    "timestamp",
+    "student_id",
+    "last_name",
+    "first_name",
+    "email",
+    "raw_score",
+    "late_submission_penalty",
+    "score",
+    "max_score",
+]
 
 
 @dataclasses.dataclass
@@ -31,10 +51,23 @@ class CellResult:
 
 
 def write_grades_csv(course: CourseDirectory, target: Path) -> Path:
-    """Write grades.csv exactly as `nbgrader export` does."""
+    """Write grades.csv with the rows and values of `nbgrader export`, quoted as CSV needs."""
+    # nbgrader's own plugin joins the fields with commas, unquoted and as they are.
+    rows = []
     with Gradebook(course.db_url, course.course_id) as gb:
-        CsvExportPlugin(to=str(target)).export(gb)
-    return target
+        for assignment in gb.assignments:
+            for student in gb.students:
+                try:
+                    submission = gb.find_submission(assignment.name, student.id)
+                    timestamp, raw = submission.timestamp, submission.score
+                    penalty = submission.late_submission_penalty
+                except MissingEntry:
+                    timestamp, raw, penalty = "", 0.0, 0.0
+                row = [assignment.name, assignment.duedate, timestamp, student.id]
+                row += [student.last_name, student.first_name, student.email, raw, penalty]
+                row += [max(0.0, raw - penalty), assignment.max_score]
+                rows.append(["" if value is None else str(value) for value in row])
+    return _write_csv(target, GRADES_COLUMNS, rows)
 
 
 def cell_results(course: CourseDirectory, results: list[StudentResult]) -> list[CellResult]:
@@ -47,10 +80,12 @@ def cell_results(course: CourseDirectory, results: list[StudentResult]) -> list[
                 messages = _failure_messages(course, result, notebook.name)
                 for cell in notebook.grade_cells:
                     score = 0.0
-                    if result.status != "missing":
-                        score = gb.find_grade(
-                            cell.name, notebook.name, result.assignment, result.student
-                        ).score
+                    # An id the grader refused (grade._plan) has no submission in the gradebook.
+                    with contextlib.suppress(MissingEntry):
+                        if result.status != "missing":
+                            score = gb.find_grade(
+                                cell.name, notebook.name, result.assignment, result.student
+                            ).score
                     message = messages.get(cell.name, "") if score < cell.max_score else ""
                     if result.status in ("missing", "ungradable") and score < cell.max_score:
                         message = message or result.status
@@ -89,9 +124,15 @@ def _failure_messages(
 
 def write_cell_csv(rows: list[CellResult], target: Path) -> Path:
     """Write one row per student and grade cell."""
+    columns = [field.name for field in dataclasses.fields(CellResult)]
+    return _write_csv(target, columns, [dataclasses.astuple(row) for row in rows])
+
+
+def _write_csv(target: Path, columns: list[str], rows: list) -> Path:
+    """Write a header and rows, every cell that could start a formula neutralised."""
     target.parent.mkdir(parents=True, exist_ok=True)
     with target.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[f.name for f in dataclasses.fields(CellResult)])
-        writer.writeheader()
-        writer.writerows(dataclasses.asdict(row) for row in rows)
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        writer.writerows([csv_cell(value) for value in row] for row in rows)
     return target

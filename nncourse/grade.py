@@ -13,7 +13,8 @@ from nbgrader.coursedir import CourseDirectory
 from tqdm import tqdm
 
 from nncourse import autograde
-from nncourse.autograde import MISSING, NEEDS_ATTENTION, Outcome, Task
+from nncourse.autograde import MISSING, NEEDS_ATTENTION, UNGRADABLE, Outcome, Task
+from nncourse.inert import printable, safe_student_id
 from nncourse.sandbox import SandboxUnavailable
 
 
@@ -85,7 +86,7 @@ def grade_class(
             outcomes.append(outcome)
             bar.update()
             if outcome.status in NEEDS_ATTENTION:
-                bar.write(f"{outcome.student}: {outcome.status}: {outcome.reason}")
+                bar.write(printable(f"{outcome.student}: {outcome.status}: {outcome.reason}"))
 
         autograde.run_parallel(tasks, jobs, on_done)
     bar.close()
@@ -116,6 +117,15 @@ def _plan(
     folder = Path(course.format_path(course.submitted_directory, student, assignment))
     if not folder.is_dir():
         return Outcome(student, assignment, MISSING, reason="no submission")
+    if not safe_student_id(student):
+        # Kept out of the gradebook, so out of the formgrader, which would run it as HTML.
+        return Outcome(
+            student,
+            assignment,
+            UNGRADABLE,
+            reason="the student id holds HTML or control characters (<>&\"'` ...), which "
+            "nbgrader's formgrader prints unescaped; rename its folder in submitted/",
+        )
     digest = autograde.submission_digest(folder, course, assignment)
     record = autograde.read_record(course, student, assignment)
     # Content decides, not timestamp.txt: a resubmission without a new timestamp is regraded too.
@@ -152,7 +162,7 @@ def _results(
         max_scores = {a.name: a.max_score for a in gb.assignments}
         for o in sorted(outcomes, key=lambda o: (o.assignment, o.student)):
             score = 0.0
-            if o.status != MISSING:
+            if o.status != MISSING and _has_submission(gb, o.student, o.assignment):
                 score = gb.find_submission(o.assignment, o.student).score
             results.append(
                 StudentResult(
@@ -187,8 +197,8 @@ def summary(results: list[StudentResult]) -> str:
         if attention:
             lines.append("  needs attention:")
             for r in attention:
-                lines.append(f"    {r.student:<24} {r.status:<11} {r.reason}")
-                lines += [f"    {'':<24} flagged: {flag}" for flag in r.flags]
+                lines.append(f"    {printable(r.student):<24} {r.status:<11} {printable(r.reason)}")
+                lines += [f"    {'':<24} flagged: {printable(flag)}" for flag in r.flags]
     return "\n".join(lines)
 
 

@@ -8,6 +8,7 @@ import html
 import io
 import os
 import statistics
+import urllib.parse
 from collections import Counter, defaultdict
 from pathlib import Path
 
@@ -68,8 +69,9 @@ def _pass_rate_chart(rates: dict[str, float]) -> str:
 
 
 def _link(path: Path, base: Path) -> str:
-    """A relative link from the report's folder to path, or nothing when the file is absent."""
-    return os.path.relpath(path, base) if path.exists() else ""
+    """A relative URL from the report's folder to path, or nothing when the file is absent."""
+    # Student ids name folders; quoted, a "#" or "?" in one stays part of the path.
+    return urllib.parse.quote(os.path.relpath(path, base)) if path.exists() else ""
 
 
 def write_report(
@@ -110,7 +112,8 @@ def write_report(
             for message, count in failures[grade_id].most_common(3)
         )
         cell_rows.append(
-            f"<tr><td><code>{grade_id}</code></td><td class=num>{points[grade_id]:g}</td>"
+            f"<tr><td><code>{html.escape(grade_id)}</code></td>"
+            f"<td class=num>{points[grade_id]:g}</td>"
             f"<td class=num>{100 * rate:.0f}%</td><td><ul>{common}</ul></td></tr>"
         )
     attention = [r for r in results if r.needs_attention]

@@ -43,11 +43,15 @@ def scan(
 ) -> list[str]:
     """Every sign of tampering in a submitted notebook, compared with its release, and beside it."""
     flags = _grade_cell_flags(submitted, release)
+    # Which cells are the student's is the release's word, never the submission's metadata: a
+    # cell of the student's own marked read-only still runs.
+    restored = {c["grade_id"] for c in _nbgrader_cells(release) if c.get("locked")}
     for cell in submitted.get("cells", []):
-        meta = cell.get("metadata", {}).get("nbgrader", {})
-        if cell.get("cell_type") != "code" or meta.get("locked") or meta.get("grade"):
-            continue  # locked cells come back from the master anyway
-        flags += _code_flags(cell.get("source", ""), meta.get("grade_id", "an unnamed cell"))
+        meta = cell.get("metadata", {}).get("nbgrader")
+        grade_id = meta.get("grade_id") if isinstance(meta, dict) else None
+        if cell.get("cell_type") != "code" or grade_id in restored:
+            continue  # nbgrader puts the master's source of a read-only cell back
+        flags += _code_flags(cell.get("source", ""), grade_id or "an unnamed cell")
     flags += [f"submitted an extra file {name}" for name in sorted(set(files) - expected)]
     return list(dict.fromkeys(flags))
 

@@ -11,6 +11,7 @@ from nbgrader.coursedir import CourseDirectory
 
 from nncourse import autograde, export, grade, report
 from nncourse.autograde import MISSING, UNGRADABLE
+from nncourse.inert import printable
 
 log = logging.getLogger(__name__)
 REPORTS_DIR = "reports"
@@ -90,7 +91,10 @@ def print_run(run: RunResult, scores: bool = False) -> None:
     """The closing summary an instructor reads in the terminal, with every score if asked."""
     if scores:
         for r in run.results:
-            print(f"{r.assignment}  {r.student:<24} {r.score:5g} / {r.max_score:g}  {r.status}")
+            print(
+                f"{r.assignment}  {printable(r.student):<24} {r.score:5g} / {r.max_score:g}  "
+                f"{r.status}"
+            )
     print(grade.summary(run.results))
     print(f"grades:      {run.grades_csv}")
     print(f"grade cells: {run.cells_csv}")
