@@ -78,6 +78,24 @@ c.GenerateFeedback.preprocessors = [
     CSSHTMLHeaderPreprocessor,
 ]
 
+# nbgrader's defaults, plus the grader's own files (.nncourse-grading.json beside each
+# autograded notebook, .nncourse-refused.json beside a collected submission): never copied
+# from a submission, never into feedback/.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".nncourse-*"]
+
+# generate_feedback copies every other file of autograded/<student>/<assignment>/ into
+# feedback/, following symbolic links (to the gradebook, /dev/zero, a FIFO) and globbing the
+# folder once per file. Before it does, this leaves only the notebooks and the exchange's
+# timestamp.txt and submission_secret.txt there (release_feedback needs them).
+c.GenerateFeedback.pre_convert_hook = "nncourse.autograde.prune_autograded"
+
+# nbgrader's collect copies each inbound folder with shutil.copytree, following every link in
+# it as the instructor: a link to a file the instructor can read would be collected as that
+# file. SafeCollect copies regular files only, records what it refused (the grader flags it,
+# or marks the student ungradable when the notebook itself was refused) and survives a
+# timestamp.txt that is not a time, which stops nbgrader's own collect for everyone.
+c.ExchangeFactory.collect = "nncourse.exchange.SafeCollect"
+
 # The history setting is the one ipykernel kernels are usually given for headless runs: no
 # history file. Grading kernels import nothing of ours: the checks run in the grader.
 c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
@@ -117,6 +135,19 @@ c.Autograde.autograde_preprocessors = [
 # A whole submission, every cell included, gets five minutes; the reference runs in about
 # ten seconds. A kernel alive after that is killed with everything it started.
 c.SandboxedKernelManager.time_limit = 300
+
+# What one submission may cost the grader (nncourse/limits.py). Over a limit on what was
+# submitted, the student is ungradable with the limit named; these are checked before the
+# notebook is parsed.
+# The executed solution is 0.4 MB with every plot and has 67 cells; 20 MiB and 1,000 cells
+# leave room for any honest notebook, while a 300 MB notebook or 20,000 cells are refused
+# before they cost the grader memory or minutes.
+c.GradingLimits.notebook_bytes = 20 * 1024**2
+c.GradingLimits.cells = 1000
+# The whole submitted folder: the notebook, the figures, nbgrader's files and any extras.
+c.GradingLimits.submission_bytes = 50 * 1024**2
+c.GradingLimits.submission_files = 1000
+
 # Where bubblewrap cannot run (some container hosts), grading stops with a message saying
 # why. Only an instructor who accepts running student code unconfined opts out:
 # c.SandboxedKernelManager.enabled = False
