@@ -136,6 +136,16 @@ c.Autograde.autograde_preprocessors = [
 # ten seconds. A kernel alive after that is killed with everything it started.
 c.SandboxedKernelManager.time_limit = 300
 
+# The kernel's working folder is a tmpfs of its own inside the sandbox, holding the
+# assignment's files read-only: whatever the kernel writes there (and in its private /tmp) is
+# gone with the sandbox, and nothing it leaves (links to the gradebook, pipes, thousands of
+# files) is ever seen by the grader or copied to autograded/ or feedback/. 64 MiB is far more
+# than any plot a student saves; writing past it fails with "No space left on device".
+c.SandboxedKernelManager.workdir_size = 64 * 1024**2
+# A kernel with more than 10,000 files in its working folder and /tmp is stopped (counted
+# twice a second; each file costs kernel memory): a solution needs none.
+c.SandboxedKernelManager.max_files = 10_000
+
 # What one submission may cost the grader (nncourse/limits.py). Over a limit on what was
 # submitted, the student is ungradable with the limit named; these are checked before the
 # notebook is parsed.
@@ -147,6 +157,13 @@ c.GradingLimits.cells = 1000
 # The whole submitted folder: the notebook, the figures, nbgrader's files and any extras.
 c.GradingLimits.submission_bytes = 50 * 1024**2
 c.GradingLimits.submission_files = 1000
+# Output the grader keeps while the kernel runs, counted as the kernel sends it (images in
+# base64). The largest cell of the solution outputs 0.1 MB; more than 2 MiB in a cell, or
+# 20 MiB in a notebook, is dropped as it arrives, unparsed, and the cell shows an
+# OutputTooLarge error instead (a grade cell with it scores 0). Keeps the grader's memory
+# bounded whatever a kernel displays.
+c.GradingLimits.cell_output_bytes = 2 * 1024**2
+c.GradingLimits.notebook_output_bytes = 20 * 1024**2
 
 # Where bubblewrap cannot run (some container hosts), grading stops with a message saying
 # why. Only an instructor who accepts running student code unconfined opts out:

@@ -34,7 +34,7 @@ from traitlets.config import Config
 from nncourse import calls, checks, exchange, inert, tamper, verdicts
 from nncourse.exchange import EXCHANGE_FILE_BYTES, EXCHANGE_FILES, REFUSED_FILE
 from nncourse.files import Folder, Refused, TooLarge, course_folder, refusal
-from nncourse.limits import GradingLimits, setting
+from nncourse.limits import OUTPUT_TOO_LARGE, GradingLimits, setting
 from nncourse.sandbox import KernelTimeLimitExceeded, SandboxedKernelManager, check_sandbox
 
 GRADED, MISSING, UNGRADABLE, CRASHED, TIMED_OUT = (
@@ -294,7 +294,7 @@ def execute_submission(task: Task) -> Outcome:
                             "paste their answers into a fresh copy of the assignment and resubmit."
                         ) from error
                     status, why = _execute(nb, execute, task.config, resources)
-                outcome.flags += verdicts.flags(nb)
+                outcome.flags += verdicts.flags(nb) + _output_flags(nb)
                 if status != GRADED and outcome.status == GRADED:
                     outcome.status, outcome.reason = status, f"{path}: {why}"
                 target = dest / path
@@ -416,13 +416,15 @@ def _execute(
     A dead kernel or a timeout keeps the cells that finished.
     """
     status, why = GRADED, ""
+    preprocessors = [step(config=config) for step in steps]
     with utils.setenv(NBGRADER_EXECUTION="autograde"):
         try:
-            _run(steps, config, nb, resources)
+            for preprocessor in preprocessors:
+                nb, resources = preprocessor(nb, resources)
         except KernelTimeLimitExceeded as error:
             status, why = TIMED_OUT, str(error)
         except DeadKernelError:
-            status, why = CRASHED, KERNEL_DIED
+            status, why = CRASHED, _stopped_because(preprocessors) or KERNEL_DIED
         except TimeoutError:
             status, why = TIMED_OUT, CELL_TIMED_OUT
         except Exception:  # noqa: BLE001 - a kernel that garbles its messages: keep what finished
@@ -432,6 +434,23 @@ def _execute(
         status, why = TIMED_OUT, CELL_TIMED_OUT
     _fail_cells_not_run(nb)
     return status, why
+
+
+def _stopped_because(preprocessors: list) -> str:
+    """Why the sandbox killed a kernel when one of its limits did (max_files), else empty."""
+    managers = (getattr(p, "last_kernel_manager", None) for p in preprocessors)
+    return next((m.stopped_because for m in managers if getattr(m, "stopped_because", "")), "")
+
+
+def _output_flags(nb: NotebookNode) -> list[str]:
+    """Cells whose output went over the grader's limits and was cut as it arrived."""
+    # In a grade cell the verdict turns the error into a line of text; either way it names it.
+    said = (
+        " ".join(f"{o.get('ename')} {o.get('text')}" for o in c.get("outputs", []))
+        for c in nb.cells
+    )
+    cut = sum(OUTPUT_TOO_LARGE in text for text in said)
+    return [f"printed or displayed more than the grader keeps, in {cut} cell(s)"] if cut else []
 
 
 def _fail_cells_not_run(nb: NotebookNode) -> None:

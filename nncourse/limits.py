@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from traitlets import Integer
+import time
+from collections import Counter
+from queue import Empty
+from typing import Any
+
+import zmq
+from jupyter_client.asynchronous.client import AsyncKernelClient
+from jupyter_client.channels import AsyncZMQSocketChannel
+from jupyter_client.session import Session, extract_dates
+from traitlets import Integer, Type
 from traitlets.config import Configurable
 
 MiB = 1024**2
+# The kernel's messages that become a cell's outputs.
+OUTPUT_MESSAGES = {"stream", "display_data", "execute_result", "error", "update_display_data"}
+OUTPUT_TOO_LARGE = "OutputTooLarge"
+_HEADERS_BYTES = 64 * 1024  # a message's header and parent header are a few hundred bytes
 
 
 class GradingLimits(Configurable):
-    """What one submission may cost the grader: bytes, files and cells.
+    """What one submission may cost the grader: bytes, files, cells and output.
 
     Set them in nbgrader_config.py as ``c.GradingLimits.<name>``; a submission over a limit
     on what it submitted is ungradable, with the limit named in the reason.
@@ -34,7 +47,91 @@ class GradingLimits(Configurable):
         1000, help="Most cells a submitted notebook may have; checked before it is parsed."
     ).tag(config=True)
 
+    cell_output_bytes = Integer(
+        2 * MiB,
+        help="Most bytes of output kept per cell (as the kernel sent it, images in base64): "
+        "the rest is dropped as it arrives, unparsed, and the cell gets an OutputTooLarge "
+        "error instead (a grade cell then scores 0).",
+    ).tag(config=True)
+
+    notebook_output_bytes = Integer(
+        20 * MiB, help="Most bytes of output kept for a whole notebook, the same way."
+    ).tag(config=True)
+
 
 def setting(trait: str) -> str:
     """How an instructor sets a limit: the config line that names it."""
     return f"c.GradingLimits.{trait}"
+
+
+class LimitedIOPubChannel(AsyncZMQSocketChannel):
+    """The kernel's output channel, keeping at most so many bytes per cell and per notebook.
+
+    A message over the limit is dropped as soon as it is received, before its content is
+    copied or parsed, so that an image or page of hundreds of megabytes costs the grader one
+    buffer for a moment, not a parsed copy in the notebook and in every file written from it.
+    """
+
+    def __init__(self, socket: zmq.asyncio.Socket, session: Session, loop: Any = None) -> None:
+        """Create the channel; the limits come from the session's configuration."""
+        super().__init__(socket, session, loop)
+        self.limits = GradingLimits(config=session.config)
+        self.kept: Counter[str] = Counter()  # parent message id (one per cell) -> bytes
+        self.cut: set[str] = set()  # cells whose output was cut
+
+    async def get_msg(self, timeout: float | None = None) -> dict[str, Any]:
+        """The next message that is kept (or says what was dropped); Empty after timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not await self.socket.poll(None if left is None else int(left * 1000)):
+                raise Empty
+            msg = self._within_limits(await self.socket.recv_multipart(copy=False))
+            if msg is not None:
+                return msg
+
+    def _within_limits(self, frames: list[zmq.Frame]) -> dict[str, Any] | None:
+        """The message, a note that stands for it, or None when it is dropped silently."""
+        _, parts = self.session.feed_identities(frames, copy=False)
+        size = sum(len(part) for part in parts)
+        if len(parts) < 5 or len(parts[1]) + len(parts[2]) > _HEADERS_BYTES:
+            return None  # no message the kernel's own libraries would send
+        header = extract_dates(self.session.unpack(parts[1].bytes))
+        if header.get("msg_type") not in OUTPUT_MESSAGES and size <= self.limits.cell_output_bytes:
+            return self.session.deserialize(parts, copy=False)
+        parent = extract_dates(self.session.unpack(parts[2].bytes))
+        cell = parent.get("msg_id", "")
+        if (
+            self.kept[cell] + size <= self.limits.cell_output_bytes
+            and self.kept.total() + size <= self.limits.notebook_output_bytes
+        ):
+            self.kept[cell] += size
+            return self.session.deserialize(parts, copy=False)
+        if cell in self.cut:
+            return None
+        self.cut.add(cell)
+        text = (
+            f"this cell's output went over the {self.limits.cell_output_bytes:,} bytes the "
+            f"grader keeps per cell ({setting('cell_output_bytes')}) or "
+            f"{self.limits.notebook_output_bytes:,} per notebook "
+            f"({setting('notebook_output_bytes')}); the rest of it was dropped"
+        )
+        return {
+            "header": {**header, "msg_type": "error"},
+            "msg_id": header.get("msg_id", ""),
+            "msg_type": "error",
+            "parent_header": parent,
+            "metadata": {},
+            "content": {
+                "ename": OUTPUT_TOO_LARGE,
+                "evalue": text,
+                "traceback": [f"{OUTPUT_TOO_LARGE}: {text}"],
+            },
+            "buffers": [],
+        }
+
+
+class LimitedKernelClient(AsyncKernelClient):
+    """A kernel client whose output channel keeps to GradingLimits."""
+
+    iopub_channel_class = Type(LimitedIOPubChannel)  # type: ignore[assignment]

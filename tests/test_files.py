@@ -1,9 +1,9 @@
 """Student files the grader never trusts, and the limits it holds every submission to.
 
 Links, pipes, devices and hard links in a submitted folder, in the exchange and in the kernel's
-own folder; malformed exchange files; oversized notebooks and folders. Most cases are students
-of one class graded in one batch through the real pipeline (sandbox included), each with its
-expected status, score and flag.
+own folder; malformed exchange files; oversized notebooks, outputs and folders; a kernel that
+makes 100,000 files. Most cases are students of one class graded in one batch through the
+real pipeline (sandbox included), each with its expected status, score and flag.
 """
 
 import copy
@@ -131,6 +131,19 @@ with open("notes.txt", "w") as notes:
     notes.write("mine")
 print("links made:", sorted(os.listdir(".")))
 """
+MANY_FILES = """
+import time
+for index in range(100_000):
+    open(f"f{index}", "w").close()
+print("made them all")
+time.sleep(2)  # the kernel is still alive when its folder is counted
+"""
+HUGE_OUTPUTS = """
+from IPython.display import display
+display({"image/png": "iVBORw0KGgo" + "A" * 30_000_000}, raw=True)
+display({"text/html": "<p>" + "x" * 30_000_000 + "</p>"}, raw=True)
+print("still running")
+"""
 # student -> (status, score, flag or reason substring)
 EXPECTED = {
     "alice": ("graded", 28, ""),
@@ -149,6 +162,8 @@ EXPECTED = {
     "oversized_notebook": ("ungradable", 0, "c.GradingLimits.notebook_bytes"),
     "oversized_folder": ("ungradable", 0, "c.GradingLimits.submission_bytes"),
     "too_many_cells": ("ungradable", 0, "c.GradingLimits.cells"),
+    "huge_outputs": ("graded", 27, "printed or displayed more than the grader keeps"),
+    "many_files": ("crashed", 27, "c.SandboxedKernelManager.max_files"),
 }
 
 
@@ -197,6 +212,8 @@ def batch(tmp_path_factory):
     crowded = copy.deepcopy(wrong)
     crowded.cells += [nbformat.v4.new_markdown_cell("") for _ in range(2000)]
     folder("too_many_cells", crowded)
+    folder("huge_outputs", student_cell(wrong, HUGE_OUTPUTS))
+    folder("many_files", student_cell(wrong, MANY_FILES))
     run = workflow.grade_and_report(course, jobs=2, progress=False)
     return course, {r.student: r for r in run.results}
 
@@ -209,6 +226,11 @@ def test_case_meets_its_expectation(batch, case):
     assert result.status == status, (result.reason, result.flags)
     assert result.score == score, (result.reason, result.flags)
     assert said in " ".join([result.reason, *result.flags]), (result.reason, result.flags)
+
+
+def test_thousands_of_files_cost_seconds(batch):
+    many = batch[1]["many_files"]
+    assert many.seconds < 60, many.seconds
 
 
 def test_the_gradebook_and_every_other_student_are_intact(batch):
@@ -252,6 +274,16 @@ def test_feedback_holds_only_the_html_and_the_exchange_files(batch):
         assert all((folder / name).is_file() and not (folder / name).is_symlink() for name in names)
         pages += "simple_neural_network.html" in names
     assert pages == sum(r.status != "ungradable" for r in results.values())
+
+
+def test_outputs_over_the_limit_never_reach_the_notebook(batch):
+    course, _ = batch
+    path = course / "autograded" / "huge_outputs" / ASSIGNMENT / NOTEBOOK
+    assert path.stat().st_size < 3 * 1024**2
+    nb = nbformat.read(path, 4)
+    last = nb.cells[-1]
+    assert [o.get("ename") for o in last.outputs if o.output_type == "error"] == ["OutputTooLarge"]
+    assert "still running" in "".join(o.get("text", "") for o in last.outputs)
 
 
 # --- the exchange: nbgrader collect with the course's configuration ----------------------------
@@ -358,5 +390,9 @@ def test_the_config_names_every_limit():
         "GradingLimits.cells",
         "GradingLimits.submission_bytes",
         "GradingLimits.submission_files",
+        "GradingLimits.cell_output_bytes",
+        "GradingLimits.notebook_output_bytes",
+        "SandboxedKernelManager.workdir_size",
+        "SandboxedKernelManager.max_files",
     ]:
         assert f"c.{setting} = " in text, setting
