@@ -132,8 +132,8 @@ c.Autograde.autograde_preprocessors = [
 ]
 # MakeInert comes last, after the grades are saved: the formgrader shows the autograded notebook
 # in the instructor's session, so nothing a student's cells display may run there.
-# A whole submission, every cell included, gets five minutes; the reference runs in about
-# ten seconds. A kernel alive after that is killed with everything it started.
+# A kernel alive for five minutes is killed with everything it started (plain `nbgrader
+# autograde` too). `nncourse grade` holds each submission to the tighter budget below.
 c.SandboxedKernelManager.time_limit = 300
 
 # The kernel's working folder is a tmpfs of its own inside the sandbox, holding the
@@ -164,7 +164,14 @@ c.GradingLimits.submission_files = 1000
 # bounded whatever a kernel displays.
 c.GradingLimits.cell_output_bytes = 2 * 1024**2
 c.GradingLimits.notebook_output_bytes = 20 * 1024**2
-
+# Seconds for all the kernels of one submission in `nncourse grade`; then the kernel is
+# stopped, the student is "timed out" and the cells that finished count. The reference
+# takes about 7 s on a 2-core machine (kernel start included); 60 s leaves an honest but
+# slow solution room. A submission that sleeps in every cell holds one worker for 60 s at
+# most instead of the kernel's five minutes, so a class finishes at most one budget later
+# than usual: under twice its usual time for any class that takes over a minute, as 30
+# students do (about 30 x 7 s / 2 jobs plus feedback; `python bench/limits.py` measures it).
+c.GradingLimits.time_budget = 60
 # Where bubblewrap cannot run (some container hosts), grading stops with a message saying
 # why. Only an instructor who accepts running student code unconfined opts out:
 # c.SandboxedKernelManager.enabled = False

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import copy
 import dataclasses
 import datetime
 import fnmatch
@@ -293,7 +294,8 @@ def execute_submission(task: Task) -> Outcome:
                             f"({type(error).__name__}: {str(error)[:200]}). Ask the student to "
                             "paste their answers into a fresh copy of the assignment and resubmit."
                         ) from error
-                    status, why = _execute(nb, execute, task.config, resources)
+                    remaining = limits.time_budget - (time.monotonic() - started)
+                    status, why = _execute(nb, execute, task.config, resources, remaining, limits)
                 outcome.flags += verdicts.flags(nb) + _output_flags(nb)
                 if status != GRADED and outcome.status == GRADED:
                     outcome.status, outcome.reason = status, f"{path}: {why}"
@@ -409,12 +411,25 @@ def _too_many_cells(shown: str, limits: GradingLimits) -> str:
 
 
 def _execute(
-    nb: NotebookNode, steps: list[type], config: Config, resources: dict
+    nb: NotebookNode,
+    steps: list[type],
+    config: Config,
+    resources: dict,
+    remaining: float,
+    limits: GradingLimits,
 ) -> tuple[str, str]:
-    """Run the execute steps; return the status and, if not graded, why.
+    """Run the execute steps in the time left; return the status and, if not graded, why.
 
     A dead kernel or a timeout keeps the cells that finished.
     """
+    over_budget = (
+        f"the submission ran past its time budget of {limits.time_budget:g} s "
+        f"({setting('time_budget')}) and was stopped"
+    )
+    if limits.time_budget and remaining <= 0:
+        _fail_cells_not_run(nb)
+        return TIMED_OUT, over_budget
+    config, by_budget = _within_budget(config, remaining, limits)
     status, why = GRADED, ""
     preprocessors = [step(config=config) for step in steps]
     with utils.setenv(NBGRADER_EXECUTION="autograde"):
@@ -422,7 +437,7 @@ def _execute(
             for preprocessor in preprocessors:
                 nb, resources = preprocessor(nb, resources)
         except KernelTimeLimitExceeded as error:
-            status, why = TIMED_OUT, str(error)
+            status, why = TIMED_OUT, over_budget if by_budget else str(error)
         except DeadKernelError:
             status, why = CRASHED, _stopped_because(preprocessors) or KERNEL_DIED
         except TimeoutError:
@@ -440,6 +455,20 @@ def _stopped_because(preprocessors: list) -> str:
     """Why the sandbox killed a kernel when one of its limits did (max_files), else empty."""
     managers = (getattr(p, "last_kernel_manager", None) for p in preprocessors)
     return next((m.stopped_because for m in managers if getattr(m, "stopped_because", "")), "")
+
+
+def _within_budget(config: Config, remaining: float, limits: GradingLimits) -> tuple[Config, bool]:
+    """The config with the kernel's wall-clock limit cut to what is left of the time budget."""
+    if not limits.time_budget:
+        return config, False
+    own = config.get("SandboxedKernelManager", {}).get(
+        "time_limit", SandboxedKernelManager.time_limit.default_value
+    )
+    if own and own <= remaining:
+        return config, False
+    config = copy.deepcopy(config)
+    config.SandboxedKernelManager.time_limit = remaining
+    return config, True
 
 
 def _output_flags(nb: NotebookNode) -> list[str]:

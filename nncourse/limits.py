@@ -11,7 +11,7 @@ import zmq
 from jupyter_client.asynchronous.client import AsyncKernelClient
 from jupyter_client.channels import AsyncZMQSocketChannel
 from jupyter_client.session import Session, extract_dates
-from traitlets import Integer, Type
+from traitlets import Float, Integer, Type
 from traitlets.config import Configurable
 
 MiB = 1024**2
@@ -22,7 +22,7 @@ _HEADERS_BYTES = 64 * 1024  # a message's header and parent header are a few hun
 
 
 class GradingLimits(Configurable):
-    """What one submission may cost the grader: bytes, files, cells and output.
+    """What one submission may cost the grader: bytes, files, cells and seconds.
 
     Set them in nbgrader_config.py as ``c.GradingLimits.<name>``; a submission over a limit
     on what it submitted is ungradable, with the limit named in the reason.
@@ -56,6 +56,12 @@ class GradingLimits(Configurable):
 
     notebook_output_bytes = Integer(
         20 * MiB, help="Most bytes of output kept for a whole notebook, the same way."
+    ).tag(config=True)
+
+    time_budget = Float(
+        60.0,
+        help="Wall-clock seconds for all the kernels of one submission; then the kernel is "
+        "killed, the submission is timed out and the cells that finished count. 0: none.",
     ).tag(config=True)
 
 

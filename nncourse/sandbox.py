@@ -569,16 +569,18 @@ class SandboxedKernelManager(AsyncKernelManager):
         """Launch the kernel command inside bwrap, in a fresh cgroup, with rlimits."""
         if not self.enabled:
             await super()._async_launch_kernel(kernel_cmd, **kw)
-            return
-        try:
-            await self._launch_sandboxed(kernel_cmd, **kw)
-        except BaseException:
-            self._release_sandbox(keep_rundir=False)
-            raise
-        if self.max_files and self.workdir_size and kw.get("cwd"):
-            threading.Thread(
-                target=self._watch_files, args=(os.path.abspath(kw["cwd"]),), daemon=True
-            ).start()
+            # The wall-clock limit holds unsandboxed too: the kernel leads its own group.
+            self._sandbox_pgid = getattr(self.provisioner, "pgid", None)
+        else:
+            try:
+                await self._launch_sandboxed(kernel_cmd, **kw)
+            except BaseException:
+                self._release_sandbox(keep_rundir=False)
+                raise
+            if self.max_files and self.workdir_size and kw.get("cwd"):
+                threading.Thread(
+                    target=self._watch_files, args=(os.path.abspath(kw["cwd"]),), daemon=True
+                ).start()
         if self.time_limit:
             self._watchdog = threading.Timer(self.time_limit, self._on_time_limit)
             self._watchdog.daemon = True

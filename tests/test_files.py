@@ -1,9 +1,9 @@
 """Student files the grader never trusts, and the limits it holds every submission to.
 
 Links, pipes, devices and hard links in a submitted folder, in the exchange and in the kernel's
-own folder; malformed exchange files; oversized notebooks, outputs and folders; a kernel that
-makes 100,000 files. Most cases are students of one class graded in one batch through the
-real pipeline (sandbox included), each with its expected status, score and flag.
+own folder; malformed exchange files; oversized notebooks, outputs and folders; a slow
+submission. Most cases are students of one class graded in one batch through the real
+pipeline (sandbox included), each with its expected status, score and flag.
 """
 
 import copy
@@ -18,14 +18,20 @@ import nbformat
 import pytest
 from nbgrader.api import Gradebook
 from test_pipeline import ASSIGNMENT, NBGRADER, ROOT, correct, make_course, mistake, submit
+from traitlets.config import Config
 
 from nncourse import submissions, workflow
 from nncourse.files import Folder, Refused, TooLarge
+from nncourse.sandbox import KernelTimeLimitExceeded, SandboxedExecute
 
 NOTEBOOK = "simple_neural_network.ipynb"
 WRONG_RELU = "fails_relu_derivative_one_at_zero"  # loses relu_derivative, 1 point
-# Short limits keep the slow cases short: 5 s a cell, 60 s a kernel.
-CONFIG = "\nc.Execute.timeout = 5\nc.SandboxedKernelManager.time_limit = 60\n"
+# Short limits keep the slow cases short: 5 s a cell, 30 s a submission.
+CONFIG = (
+    "\nc.Execute.timeout = 5\nc.SandboxedKernelManager.time_limit = 60"
+    "\nc.GradingLimits.time_budget = 30\n"
+)
+BUDGET = 30
 
 
 # --- the safe reader on its own ---------------------------------------------------------------
@@ -144,6 +150,8 @@ display({"image/png": "iVBORw0KGgo" + "A" * 30_000_000}, raw=True)
 display({"text/html": "<p>" + "x" * 30_000_000 + "</p>"}, raw=True)
 print("still running")
 """
+SLOW = "import time\ntime.sleep(4.5)  # just under the cell timeout\n"
+
 # student -> (status, score, flag or reason substring)
 EXPECTED = {
     "alice": ("graded", 28, ""),
@@ -164,6 +172,7 @@ EXPECTED = {
     "too_many_cells": ("ungradable", 0, "c.GradingLimits.cells"),
     "huge_outputs": ("graded", 27, "printed or displayed more than the grader keeps"),
     "many_files": ("crashed", 27, "c.SandboxedKernelManager.max_files"),
+    "slow": ("timed out", None, "c.GradingLimits.time_budget"),
 }
 
 
@@ -214,6 +223,8 @@ def batch(tmp_path_factory):
     folder("too_many_cells", crowded)
     folder("huge_outputs", student_cell(wrong, HUGE_OUTPUTS))
     folder("many_files", student_cell(wrong, MANY_FILES))
+    slow = {grade_id: SLOW + source for grade_id, source in correct().items()}
+    folder("slow", submissions.fill(release, slow))
     run = workflow.grade_and_report(course, jobs=2, progress=False)
     return course, {r.student: r for r in run.results}
 
@@ -224,8 +235,29 @@ def test_case_meets_its_expectation(batch, case):
     status, score, said = EXPECTED[case]
     result = results[case]
     assert result.status == status, (result.reason, result.flags)
-    assert result.score == score, (result.reason, result.flags)
+    if score is not None:
+        assert result.score == score, (result.reason, result.flags)
     assert said in " ".join([result.reason, *result.flags]), (result.reason, result.flags)
+
+
+def test_a_submission_over_its_time_budget_frees_its_worker_in_time(batch):
+    """Every solution cell sleeps just under the cell timeout; the budget stops it at 30 s."""
+    slow = batch[1]["slow"]
+    assert 0 < slow.score < 28  # the cells that finished count
+    assert BUDGET <= slow.seconds < BUDGET + 15, slow.seconds
+
+
+def test_the_wall_clock_limit_holds_without_the_sandbox(tmp_path):
+    """The budget stops an unsandboxed kernel too: it is the kernel's wall-clock limit."""
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("import time\ntime.sleep(60)")])
+    nb.metadata.kernelspec = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    config = Config()
+    config.SandboxedKernelManager.enabled = False
+    config.SandboxedKernelManager.time_limit = 3
+    started = time.monotonic()
+    with pytest.raises(KernelTimeLimitExceeded):
+        SandboxedExecute(config=config, timeout=30).preprocess(nb, {"metadata": {"path": "."}})
+    assert time.monotonic() - started < 20
 
 
 def test_thousands_of_files_cost_seconds(batch):
@@ -392,6 +424,7 @@ def test_the_config_names_every_limit():
         "GradingLimits.submission_files",
         "GradingLimits.cell_output_bytes",
         "GradingLimits.notebook_output_bytes",
+        "GradingLimits.time_budget",
         "SandboxedKernelManager.workdir_size",
         "SandboxedKernelManager.max_files",
     ]:
