@@ -160,8 +160,9 @@ c.GradingLimits.submission_files = 1000
 # Output the grader keeps while the kernel runs, counted as the kernel sends it (images in
 # base64). The largest cell of the solution outputs 0.1 MB; more than 2 MiB in a cell, or
 # 20 MiB in a notebook, is dropped as it arrives, unparsed, and the cell shows an
-# OutputTooLarge error instead (a grade cell with it scores 0). Keeps the grader's memory
-# bounded whatever a kernel displays.
+# OutputTooLarge error instead (grade cells are still scored by the verdict). A reply of the
+# kernel over 20 MiB (the grader's calls hand back at most 8 MiB) becomes an error reply.
+# Keeps the grader's memory bounded whatever a kernel displays or returns.
 c.GradingLimits.cell_output_bytes = 2 * 1024**2
 c.GradingLimits.notebook_output_bytes = 20 * 1024**2
 # Seconds for all the kernels of one submission in `nncourse grade`; then the kernel is

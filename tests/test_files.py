@@ -150,6 +150,10 @@ display({"image/png": "iVBORw0KGgo" + "A" * 30_000_000}, raw=True)
 display({"text/html": "<p>" + "x" * 30_000_000 + "</p>"}, raw=True)
 print("still running")
 """
+# A payload travels in the cell's reply, which the kernel can make as large as it likes.
+HUGE_REPLY = """
+get_ipython().payload_manager.write_payload({"source": "page", "data": "x" * 30_000_000})
+"""
 SLOW = "import time\ntime.sleep(4.5)  # just under the cell timeout\n"
 
 # student -> (status, score, flag or reason substring)
@@ -171,6 +175,7 @@ EXPECTED = {
     "oversized_folder": ("ungradable", 0, "c.GradingLimits.submission_bytes"),
     "too_many_cells": ("ungradable", 0, "c.GradingLimits.cells"),
     "huge_outputs": ("graded", 27, "printed or displayed more than the grader keeps"),
+    "huge_reply": ("graded", 27, "printed or displayed more than the grader keeps"),
     "many_files": ("crashed", 27, "c.SandboxedKernelManager.max_files"),
     "slow": ("timed out", None, "c.GradingLimits.time_budget"),
 }
@@ -222,6 +227,7 @@ def batch(tmp_path_factory):
     crowded.cells += [nbformat.v4.new_markdown_cell("") for _ in range(2000)]
     folder("too_many_cells", crowded)
     folder("huge_outputs", student_cell(wrong, HUGE_OUTPUTS))
+    folder("huge_reply", student_cell(wrong, HUGE_REPLY))
     folder("many_files", student_cell(wrong, MANY_FILES))
     slow = {grade_id: SLOW + source for grade_id, source in correct().items()}
     folder("slow", submissions.fill(release, slow))
