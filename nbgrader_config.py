@@ -78,6 +78,24 @@ c.GenerateFeedback.preprocessors = [
     CSSHTMLHeaderPreprocessor,
 ]
 
+# nbgrader's defaults, plus the grader's own files (.nncourse-grading.json beside each
+# autograded notebook, .nncourse-refused.json beside a collected submission): never copied
+# from a submission, never into feedback/.
+c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedback", ".nncourse-*"]
+
+# generate_feedback copies every other file of autograded/<student>/<assignment>/ into
+# feedback/, following symbolic links (to the gradebook, /dev/zero, a FIFO) and globbing the
+# folder once per file. Before it does, this leaves only the notebooks and the exchange's
+# timestamp.txt and submission_secret.txt there (release_feedback needs them).
+c.GenerateFeedback.pre_convert_hook = "nncourse.autograde.prune_autograded"
+
+# nbgrader's collect copies each inbound folder with shutil.copytree, following every link in
+# it as the instructor: a link to a file the instructor can read would be collected as that
+# file. SafeCollect copies regular files only, records what it refused (the grader flags it,
+# or marks the student ungradable when the notebook itself was refused) and survives a
+# timestamp.txt that is not a time, which stops nbgrader's own collect for everyone.
+c.ExchangeFactory.collect = "nncourse.exchange.SafeCollect"
+
 # The history setting is the one ipykernel kernels are usually given for headless runs: no
 # history file. Grading kernels import nothing of ours: the checks run in the grader.
 c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
@@ -114,9 +132,47 @@ c.Autograde.autograde_preprocessors = [
 ]
 # MakeInert comes last, after the grades are saved: the formgrader shows the autograded notebook
 # in the instructor's session, so nothing a student's cells display may run there.
-# A whole submission, every cell included, gets five minutes; the reference runs in about
-# ten seconds. A kernel alive after that is killed with everything it started.
+# A kernel alive for five minutes is killed with everything it started (plain `nbgrader
+# autograde` too). `nncourse grade` holds each submission to the tighter budget below.
 c.SandboxedKernelManager.time_limit = 300
+
+# The kernel's working folder is a tmpfs of its own inside the sandbox, holding the
+# assignment's files read-only: whatever the kernel writes there (and in its private /tmp) is
+# gone with the sandbox, and nothing it leaves (links to the gradebook, pipes, thousands of
+# files) is ever seen by the grader or copied to autograded/ or feedback/. 64 MiB is far more
+# than any plot a student saves; writing past it fails with "No space left on device".
+c.SandboxedKernelManager.workdir_size = 64 * 1024**2
+# A kernel with more than 10,000 files in its working folder and /tmp is stopped (counted
+# twice a second; each file costs kernel memory): a solution needs none.
+c.SandboxedKernelManager.max_files = 10_000
+
+# What one submission may cost the grader (nncourse/limits.py). Over a limit on what was
+# submitted, the student is ungradable with the limit named; these are checked before the
+# notebook is parsed.
+# The executed solution is 0.4 MB with every plot and has 67 cells; 20 MiB and 1,000 cells
+# leave room for any honest notebook, while a 300 MB notebook or 20,000 cells are refused
+# before they cost the grader memory or minutes.
+c.GradingLimits.notebook_bytes = 20 * 1024**2
+c.GradingLimits.cells = 1000
+# The whole submitted folder: the notebook, the figures, nbgrader's files and any extras.
+c.GradingLimits.submission_bytes = 50 * 1024**2
+c.GradingLimits.submission_files = 1000
+# Output the grader keeps while the kernel runs, counted as the kernel sends it (images in
+# base64). The largest cell of the solution outputs 0.1 MB; more than 2 MiB in a cell, or
+# 20 MiB in a notebook, is dropped as it arrives, unparsed, and the cell shows an
+# OutputTooLarge error instead (grade cells are still scored by the verdict). A reply of the
+# kernel over 20 MiB (the grader's calls hand back at most 8 MiB) becomes an error reply.
+# Keeps the grader's memory bounded whatever a kernel displays or returns.
+c.GradingLimits.cell_output_bytes = 2 * 1024**2
+c.GradingLimits.notebook_output_bytes = 20 * 1024**2
+# Seconds for all the kernels of one submission in `nncourse grade`; then the kernel is
+# stopped, the student is "timed out" and the cells that finished count. The reference
+# takes about 7 s on a 2-core machine (kernel start included); 60 s leaves an honest but
+# slow solution room. A submission that sleeps in every cell holds one worker for 60 s at
+# most instead of the kernel's five minutes, so a class finishes at most one budget later
+# than usual: under twice its usual time for any class that takes over a minute, as 30
+# students do (about 30 x 7 s / 2 jobs plus feedback; `python bench/limits.py` measures it).
+c.GradingLimits.time_budget = 60
 # Where bubblewrap cannot run (some container hosts), grading stops with a message saying
 # why. Only an instructor who accepts running student code unconfined opts out:
 # c.SandboxedKernelManager.enabled = False

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import copy
 import dataclasses
+import datetime
 import fnmatch
 import hashlib
 import json
@@ -13,6 +15,7 @@ import multiprocessing
 import os
 import shutil
 import sqlite3
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +32,10 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import SaveAutoGrades
 from traitlets.config import Config
 
-from nncourse import calls, checks, inert, tamper, verdicts
+from nncourse import calls, checks, exchange, inert, tamper, verdicts
+from nncourse.exchange import EXCHANGE_FILE_BYTES, EXCHANGE_FILES, REFUSED_FILE
+from nncourse.files import Folder, Refused, TooLarge, course_folder, refusal
+from nncourse.limits import OUTPUT_TOO_LARGE, GradingLimits, setting
 from nncourse.sandbox import KernelTimeLimitExceeded, SandboxedKernelManager, check_sandbox
 
 GRADED, MISSING, UNGRADABLE, CRASHED, TIMED_OUT = (
@@ -40,10 +46,28 @@ GRADED, MISSING, UNGRADABLE, CRASHED, TIMED_OUT = (
     "timed out",
 )
 NEEDS_ATTENTION = (UNGRADABLE, CRASHED, TIMED_OUT)
+log = logging.getLogger(__name__)
 RECORD_FILE = ".nncourse-grading.json"  # kept in each autograded submission folder
 TIMEOUT_ERRORS = ("CellTimeoutError", "TimeoutError")
-# What nbgrader's exchange puts beside a submission; release_feedback needs the secret.
-EXCHANGE_FILES = ("timestamp.txt", "submission_secret.txt")
+RECORD_BYTES = 1024**2
+KERNEL_DIED = "the kernel died (a crash, os._exit or running out of memory)"
+CELL_TIMED_OUT = "a cell ran past the time limit (c.Execute.timeout)"
+# Why a student's file is not read, said once in every message that refuses one.
+NOT_READ = (
+    "The grader reads no symbolic links, pipes, devices or hard links: put the student's own "
+    "files there, or ask the student to submit again"
+)
+
+
+@dataclasses.dataclass
+class Submission:
+    """A submitted folder as the grader found it, before anything in it was parsed."""
+
+    files: dict[str, int] = dataclasses.field(default_factory=dict)  # path -> bytes
+    refused: dict[str, str] = dataclasses.field(default_factory=dict)  # path -> why not read
+    problem: str = ""  # why none of it can be graded
+    timestamp: datetime.datetime | None = None
+    digest: str = ""
 
 
 @dataclasses.dataclass
@@ -56,6 +80,7 @@ class Task:
     notebooks: list[str]
     read_db_url: str
     digest: str
+    submission: Submission
 
 
 @dataclasses.dataclass
@@ -154,13 +179,59 @@ def _resources(
     }
 
 
-def submission_digest(folder: Path, course: CourseDirectory, assignment: str) -> str:
+def inspect_submission(
+    course: CourseDirectory, limits: GradingLimits, student: str, assignment: str
+) -> Submission | None:
+    """What a student submitted, found without parsing or following anything; None: nothing."""
+    try:
+        with course_folder(course, course.submitted_directory, student, assignment) as folder:
+            survey = folder.survey(limits.submission_files)
+            found = Submission(survey.files, {**exchange.read_refusals(folder), **survey.refused})
+            collected = found.refused.pop(".", "")
+            if collected:
+                found.problem = f"nbgrader collect refused {folder.label}: {collected}"
+            elif survey.truncated:
+                found.problem = (
+                    f"{folder.label} holds more than {limits.submission_files} files and folders, "
+                    f"the limit ({setting('submission_files')}); nothing in it was read"
+                )
+            elif survey.size > limits.submission_bytes:
+                found.problem = (
+                    f"{folder.label} holds {survey.size:,} bytes, over the limit of "
+                    f"{limits.submission_bytes:,} ({setting('submission_bytes')})"
+                )
+            else:
+                try:
+                    found.timestamp = exchange.check_exchange_files(folder)
+                except Refused as error:
+                    found.problem = str(error)  # says what to do itself
+                found.digest = _digest(folder, found, course, assignment, limits)
+    except FileNotFoundError:
+        return None
+    except Refused as error:
+        found = Submission(problem=f"{error}. {NOT_READ}")
+    found.digest = found.digest or hashlib.sha256(found.problem.encode()).hexdigest()
+    return found
+
+
+def _digest(
+    folder: Folder,
+    submission: Submission,
+    course: CourseDirectory,
+    assignment: str,
+    limits: GradingLimits,
+) -> str:
     """A fingerprint of a submission's files and the assignment's source: a change means regrade."""
     digest = hashlib.sha256()
+    for relative in sorted(submission.files):
+        if not _ignored(Path(relative), course):
+            digest.update(relative.encode() + b"\0")
+            folder.update_hash(relative, digest, limits.submission_bytes)
+            digest.update(b"\0")
+    digest.update(json.dumps(sorted(submission.refused.items())).encode())
     source = Path(course.format_path(course.source_directory, ".", assignment))
-    for base in (folder, source):
-        for path in sorted(p for p in base.rglob("*") if p.is_file() and not _ignored(p, course)):
-            digest.update(str(path.relative_to(base)).encode() + b"\0" + path.read_bytes() + b"\0")
+    for path in sorted(p for p in source.rglob("*") if p.is_file() and not _ignored(p, course)):
+        digest.update(str(path.relative_to(source)).encode() + b"\0" + path.read_bytes() + b"\0")
     return digest.hexdigest()
 
 
@@ -174,84 +245,124 @@ def _ignored(path: Path, course: CourseDirectory) -> bool:
 
 
 def execute_submission(task: Task) -> Outcome:
-    """Copy one submission to autograded/, sanitise and execute its notebooks in fresh kernels."""
+    """Sanitise and execute a submission's notebooks in fresh kernels, in throwaway folders.
+
+    autograded/<student>/<assignment>/ is then rebuilt from the executed notebooks and the
+    exchange's files alone: nothing the kernel left behind is opened, followed or kept.
+    """
     started = time.monotonic()
     course = CourseDirectory(config=task.config)
-    submitted = Path(course.format_path(course.submitted_directory, task.student, task.assignment))
+    limits = GradingLimits(config=task.config)
     dest = Path(course.format_path(course.autograded_directory, task.student, task.assignment))
     outcome = Outcome(task.student, task.assignment, GRADED, digest=task.digest)
+    submission = task.submission
+    notebooks = {f"{notebook}.ipynb" for notebook in task.notebooks}  # refused: the reason says
+    outcome.flags += [
+        f"refused {path}: {why}"
+        for path, why in sorted(submission.refused.items())
+        if path not in notebooks
+    ]
     sanitise, execute, _ = _preprocessor_lists(task.config)
     try:
-        _lay_out(submitted, dest, course, task.assignment)
-        for notebook in task.notebooks:
-            path = submitted / f"{notebook}.ipynb"
-            if not path.exists():
-                continue  # the writer scores a missing notebook 0, as nbgrader does
-            nb = _read_notebook(path)
-            release = _release_notebook(course, task.assignment, notebook)
-            expected = _expected_files(course, task)
-            outcome.flags += tamper.scan(nb, release, tamper.submitted_files(submitted), expected)
-            nb = tamper.repair(nb, release)
-            resources = _resources(
-                task.student, task.assignment, notebook, task.read_db_url, submitted
-            )
-            try:
-                nb = _run(sanitise, task.config, nb, resources)
-            except Exception as error:  # noqa: BLE001 - nbgrader raises plain exceptions for bad metadata
-                raise SubmissionError(
-                    f"{path.name}: its nbgrader cell metadata is damaged ({type(error).__name__}: "
-                    f"{str(error)[:200]}). Ask the student to paste their answers into a fresh "
-                    "copy of the assignment and resubmit."
-                ) from error
-            resources["metadata"]["path"] = str(dest)
-            status = _execute(nb, execute, task.config, resources)
-            outcome.flags += verdicts.flags(nb)
-            if status != GRADED and outcome.status == GRADED:
-                outcome.status, outcome.reason = (
-                    status,
-                    f"{path.name}: "
-                    + (
-                        "the kernel died (a crash, os._exit or running out of memory)"
-                        if status == CRASHED
-                        else "a cell ran past the time limit"
-                    ),
-                )
-            target = dest / f"{notebook}.ipynb"
-            # The formgrader may show this file before the record steps make it inert again.
-            nbformat.write(inert.inert_notebook(nb), target)
-            outcome.executed[notebook] = str(target)
-    except SubmissionError as error:
+        _start_afresh(dest)
+        if submission.problem:
+            raise SubmissionError(submission.problem)
+        with _open_for_grading(course, task) as folder:
+            for notebook in task.notebooks:
+                path = f"{notebook}.ipynb"
+                if path in submission.refused:
+                    raise SubmissionError(
+                        f"{folder.label}/{path} is {submission.refused[path]}, not the notebook "
+                        f"itself. {NOT_READ}"
+                    )
+                if path not in submission.files:
+                    continue  # the writer scores a missing notebook 0, as nbgrader does
+                nb = _read_notebook(folder, path, limits)
+                release = _release_notebook(course, task.assignment, notebook)
+                expected = _expected_files(course, task)
+                outcome.flags += tamper.scan(nb, release, sorted(submission.files), expected)
+                nb = tamper.repair(nb, release)
+                with _kernel_folder(course, task.assignment) as work:
+                    resources = _resources(
+                        task.student, task.assignment, notebook, task.read_db_url, work
+                    )
+                    try:
+                        nb = _run(sanitise, task.config, nb, resources)
+                    except Exception as error:  # noqa: BLE001 - nbgrader raises plain exceptions for bad metadata
+                        raise SubmissionError(
+                            f"{path}: its nbgrader cell metadata is damaged "
+                            f"({type(error).__name__}: {str(error)[:200]}). Ask the student to "
+                            "paste their answers into a fresh copy of the assignment and resubmit."
+                        ) from error
+                    remaining = limits.time_budget - (time.monotonic() - started)
+                    status, why = _execute(nb, execute, task.config, resources, remaining, limits)
+                outcome.flags += verdicts.flags(nb) + _output_flags(nb)
+                if status != GRADED and outcome.status == GRADED:
+                    outcome.status, outcome.reason = status, f"{path}: {why}"
+                target = dest / path
+                # The formgrader may show this file before the record steps make it inert again.
+                nbformat.write(inert.inert_notebook(nb), target)
+                outcome.executed[notebook] = str(target)
+            _copy_exchange_files(folder, dest)
+    except (SubmissionError, Refused) as error:
         outcome.status, outcome.reason, outcome.executed = UNGRADABLE, str(error), {}
     outcome.seconds = round(time.monotonic() - started, 3)
     return outcome
 
 
-def _lay_out(submitted: Path, dest: Path, course: CourseDirectory, assignment: str) -> None:
-    """Start dest afresh with the source's files and the exchange's files, nothing else.
-
-    nbgrader copies every file a student submits next to the notebook; a submitted
-    numpy.py or ipykernel_launcher.py would then be imported by the grading kernel. Only
-    the files the assignment itself ships are laid out here; the notebooks come later.
-    """
-    if dest.exists():
-        shutil.rmtree(dest)
+def _start_afresh(dest: Path) -> None:
+    """An empty autograded folder: nothing of an earlier grading survives."""
+    if dest.is_symlink() or dest.is_file():
+        dest.unlink()
+    elif dest.exists():
+        shutil.rmtree(dest)  # never follows a link inside
     dest.mkdir(parents=True)
-    source = Path(course.format_path(course.source_directory, ".", assignment))
-    for path in source.rglob("*"):
-        relative = path.relative_to(source)
-        if path.is_file() and path.suffix != ".ipynb" and not _ignored(relative, course):
-            (dest / relative).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(path, dest / relative)
+
+
+def _open_for_grading(course: CourseDirectory, task: Task) -> Folder:
+    """The submitted folder again, in the worker; gone or replaced since the survey: ungradable."""
+    try:
+        return course_folder(course, course.submitted_directory, task.student, task.assignment)
+    except (Refused, FileNotFoundError) as error:
+        raise SubmissionError(f"{error}: the submission changed while it was graded") from error
+
+
+@contextlib.contextmanager
+def _kernel_folder(course: CourseDirectory, assignment: str) -> Iterator[Path]:
+    """A fresh folder for one kernel with the assignment's own files; removed afterwards.
+
+    nbgrader copies every file a student submits next to the notebook, where a submitted
+    numpy.py or ipykernel_launcher.py would be imported by the grading kernel, and runs the
+    kernel in autograded/, where whatever it leaves (links to the gradebook, pipes, 100,000
+    files) is later opened by the grader. Here the kernel gets the files the assignment itself
+    ships, in a folder of its own that nothing reads afterwards.
+    """
+    work = Path(tempfile.mkdtemp(prefix="nncourse-kernel-"))
+    try:
+        source = Path(course.format_path(course.source_directory, ".", assignment))
+        for path in source.rglob("*"):
+            relative = path.relative_to(source)
+            if path.is_file() and path.suffix != ".ipynb" and not _ignored(relative, course):
+                (work / relative).parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(path, work / relative)
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _copy_exchange_files(folder: Folder, dest: Path) -> None:
+    """Copy timestamp.txt and submission_secret.txt (checked when the submission was surveyed)."""
     for name in EXCHANGE_FILES:
-        if (submitted / name).is_file():
-            shutil.copyfile(submitted / name, dest / name)
+        with contextlib.suppress(FileNotFoundError):
+            folder.copy(name, dest / name, EXCHANGE_FILE_BYTES)
 
 
 def _expected_files(course: CourseDirectory, task: Task) -> set[str]:
     """What a submission may hold: the notebooks, the release's files and the exchange's."""
     release = Path(course.format_path(course.release_directory, ".", task.assignment))
     shipped = {str(p.relative_to(release)) for p in release.rglob("*") if p.is_file()}
-    return shipped | {f"{name}.ipynb" for name in task.notebooks} | set(EXCHANGE_FILES)
+    notebooks = {f"{name}.ipynb" for name in task.notebooks}
+    return shipped | notebooks | set(EXCHANGE_FILES) | {REFUSED_FILE}
 
 
 def _release_notebook(course: CourseDirectory, assignment: str, notebook: str) -> NotebookNode:
@@ -260,38 +371,115 @@ def _release_notebook(course: CourseDirectory, assignment: str, notebook: str) -
     return nbformat.read(path, as_version=4) if path.is_file() else nbformat.v4.new_notebook()
 
 
-def _read_notebook(path: Path) -> NotebookNode:
-    """Read a submitted notebook, or say in plain words why it cannot be read."""
+def _read_notebook(folder: Folder, path: str, limits: GradingLimits) -> NotebookNode:
+    """Read a submitted notebook within the limits, or say in plain words why it cannot be read."""
+    shown = f"{folder.label}/{path}"
     try:
-        nb = nbformat.read(path, as_version=4)
+        data = folder.read(path, limits.notebook_bytes)
+    except TooLarge as error:
+        raise SubmissionError(
+            f"{error} ({setting('notebook_bytes')}); the assignment's notebook is far smaller. "
+            "Ask the student to clear large outputs and resubmit."
+        ) from error
+    except Refused as error:
+        raise SubmissionError(f"{error}. {NOT_READ}") from error
+    # Every cell has a "cell_type" key: counting them bounds the cells before parsing, and the
+    # parsed count below catches keys spelled with escapes.
+    if data.count(b'"cell_type"') > limits.cells:
+        raise SubmissionError(_too_many_cells(shown, limits))
+    try:
+        cells = json.loads(data).get("cells")
+        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
     except Exception as error:  # noqa: BLE001 - nbformat raises many kinds for unreadable files
         raise SubmissionError(
-            f"{path.name} is not a readable notebook ({type(error).__name__}: {str(error)[:200]}). "
+            f"{shown} is not a readable notebook ({type(error).__name__}: {str(error)[:200]}). "
             "Ask the student to resubmit the .ipynb file saved by Jupyter."
         ) from error
-    if not isinstance(nb.get("cells"), list):
-        raise SubmissionError(f"{path.name} has no list of cells; it is not a Jupyter notebook")
+    if not isinstance(cells, list) or not isinstance(nb.get("cells"), list):
+        raise SubmissionError(f"{shown} has no list of cells; it is not a Jupyter notebook")
+    if len(cells) > limits.cells:
+        raise SubmissionError(_too_many_cells(shown, limits))
     return nb
 
 
-def _execute(nb: NotebookNode, steps: list[type], config: Config, resources: dict) -> str:
-    """Run the execute steps; a dead kernel or a timeout keeps the cells that finished."""
-    status = GRADED
+def _too_many_cells(shown: str, limits: GradingLimits) -> str:
+    """The reason for a notebook with more cells than the limit."""
+    return (
+        f"{shown} has more than {limits.cells} cells, the limit ({setting('cells')}); the "
+        "assignment has far fewer. Ask the student to resubmit the assignment's notebook."
+    )
+
+
+def _execute(
+    nb: NotebookNode,
+    steps: list[type],
+    config: Config,
+    resources: dict,
+    remaining: float,
+    limits: GradingLimits,
+) -> tuple[str, str]:
+    """Run the execute steps in the time left; return the status and, if not graded, why.
+
+    A dead kernel or a timeout keeps the cells that finished.
+    """
+    over_budget = (
+        f"the submission ran past its time budget of {limits.time_budget:g} s "
+        f"({setting('time_budget')}) and was stopped"
+    )
+    if limits.time_budget and remaining <= 0:
+        _fail_cells_not_run(nb)
+        return TIMED_OUT, over_budget
+    config, by_budget = _within_budget(config, remaining, limits)
+    status, why = GRADED, ""
+    preprocessors = [step(config=config) for step in steps]
     with utils.setenv(NBGRADER_EXECUTION="autograde"):
         try:
-            _run(steps, config, nb, resources)
-        except KernelTimeLimitExceeded:
-            status = TIMED_OUT
+            for preprocessor in preprocessors:
+                nb, resources = preprocessor(nb, resources)
+        except KernelTimeLimitExceeded as error:
+            status, why = TIMED_OUT, over_budget if by_budget else str(error)
         except DeadKernelError:
-            status = CRASHED
+            status, why = CRASHED, _stopped_because(preprocessors) or KERNEL_DIED
         except TimeoutError:
-            status = TIMED_OUT
+            status, why = TIMED_OUT, CELL_TIMED_OUT
         except Exception:  # noqa: BLE001 - a kernel that garbles its messages: keep what finished
-            status = CRASHED
-    if any(o.get("ename") in TIMEOUT_ERRORS for cell in nb.cells for o in cell.get("outputs", [])):
-        status = TIMED_OUT if status == GRADED else status
+            status, why = CRASHED, KERNEL_DIED
+    timed_out = (o.get("ename") in TIMEOUT_ERRORS for c in nb.cells for o in c.get("outputs", []))
+    if status == GRADED and any(timed_out):
+        status, why = TIMED_OUT, CELL_TIMED_OUT
     _fail_cells_not_run(nb)
-    return status
+    return status, why
+
+
+def _stopped_because(preprocessors: list) -> str:
+    """Why the sandbox killed a kernel when one of its limits did (max_files), else empty."""
+    managers = (getattr(p, "last_kernel_manager", None) for p in preprocessors)
+    return next((m.stopped_because for m in managers if getattr(m, "stopped_because", "")), "")
+
+
+def _within_budget(config: Config, remaining: float, limits: GradingLimits) -> tuple[Config, bool]:
+    """The config with the kernel's wall-clock limit cut to what is left of the time budget."""
+    if not limits.time_budget:
+        return config, False
+    own = config.get("SandboxedKernelManager", {}).get(
+        "time_limit", SandboxedKernelManager.time_limit.default_value
+    )
+    if own and own <= remaining:
+        return config, False
+    config = copy.deepcopy(config)
+    config.SandboxedKernelManager.time_limit = remaining
+    return config, True
+
+
+def _output_flags(nb: NotebookNode) -> list[str]:
+    """Cells whose output went over the grader's limits and was cut as it arrived."""
+    # In a grade cell the verdict turns the error into a line of text; either way it names it.
+    said = (
+        " ".join(f"{o.get('ename')} {o.get('text')}" for o in c.get("outputs", []))
+        for c in nb.cells
+    )
+    cut = sum(OUTPUT_TOO_LARGE in text for text in said)
+    return [f"printed or displayed more than the grader keeps, in {cut} cell(s)"] if cut else []
 
 
 def _fail_cells_not_run(nb: NotebookNode) -> None:
@@ -317,7 +505,7 @@ def _fail_cells_not_run(nb: NotebookNode) -> None:
 
 
 def prepare_submission(
-    gb: Gradebook, course: CourseDirectory, student: str, assignment: str
+    gb: Gradebook, student: str, assignment: str, timestamp: datetime.datetime | None
 ) -> None:
     """Start a submission from scratch in the gradebook: no score of an earlier grading survives."""
     gb.update_or_create_student(student)
@@ -325,8 +513,6 @@ def prepare_submission(
         gb.remove_submission(assignment, student)
     except MissingEntry:
         pass
-    folder = course.format_path(course.submitted_directory, student, assignment)
-    timestamp = course.get_existing_timestamp(folder)
     if timestamp:
         gb.update_or_create_submission(assignment, student, timestamp=timestamp)
     else:
@@ -363,13 +549,48 @@ def write_record(config: Config, outcome: Outcome) -> None:
         course.format_path(course.autograded_directory, outcome.student, outcome.assignment)
     )
     dest.mkdir(parents=True, exist_ok=True)
-    (dest / RECORD_FILE).write_text(json.dumps(outcome.to_record(), indent=1) + "\n")
+    # A new file renamed into place: whatever stood at that name is replaced, never written through.
+    fd, temporary = tempfile.mkstemp(dir=dest, prefix=".nncourse-")
+    with os.fdopen(fd, "w") as out:
+        out.write(json.dumps(outcome.to_record(), indent=1) + "\n")
+    os.replace(temporary, dest / RECORD_FILE)
 
 
 def read_record(course: CourseDirectory, student: str, assignment: str) -> dict[str, Any] | None:
-    """The outcome kept by the last grading of this submission, if any."""
-    path = Path(course.format_path(course.autograded_directory, student, assignment)) / RECORD_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    """The outcome kept by the last grading of this submission, if any (and readable)."""
+    try:
+        with course_folder(course, course.autograded_directory, student, assignment) as folder:
+            record = json.loads(folder.read(RECORD_FILE, RECORD_BYTES))
+    except (OSError, Refused, ValueError):
+        return None  # graded again
+    return record if isinstance(record, dict) else None
+
+
+def prune_autograded(assignment: str, student: str, notebooks: list[str]) -> None:
+    """Leave only the notebooks, the exchange's files and the record in autograded folders.
+
+    The course's GenerateFeedback.pre_convert_hook: nbgrader's generate_feedback then copies
+    every other file of autograded/<student>/<assignment>/ into feedback/, following links
+    (to the gradebook, /dev/zero, a FIFO) with a glob per file. nncourse grade leaves nothing
+    else there; this keeps plain `nbgrader generate_feedback` safe after other tools.
+    """
+    del assignment, student  # nbgrader passes its command-line patterns; the paths say more
+    keep = {*EXCHANGE_FILES, RECORD_FILE, *(os.path.basename(n) for n in notebooks)}
+    for folder in sorted({os.path.dirname(n) for n in notebooks}):
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                st = entry.stat(follow_symlinks=False)
+                if entry.name in keep and stat.S_ISREG(st.st_mode) and not refusal(st):
+                    continue
+                log.warning(
+                    "%s: removed before feedback is written (%s)",
+                    entry.path,
+                    refusal(st) or "not the notebook or an exchange file",
+                )
+                if stat.S_ISDIR(st.st_mode):
+                    shutil.rmtree(entry.path)
+                else:
+                    os.unlink(entry.path)
 
 
 def preflight(config: Config) -> None:

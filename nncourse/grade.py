@@ -15,6 +15,7 @@ from tqdm import tqdm
 from nncourse import autograde
 from nncourse.autograde import MISSING, NEEDS_ATTENTION, UNGRADABLE, Outcome, Task
 from nncourse.inert import printable, safe_student_id
+from nncourse.limits import GradingLimits
 from nncourse.sandbox import SandboxUnavailable
 
 
@@ -61,11 +62,12 @@ def grade_class(
             )
         roster = sorted({s.id for s in gb.students} | _submitters(course))
         notebooks = {a: [n.name for n in gb.find_assignment(a).notebooks] for a in assignments}
+        limits = GradingLimits(config=config)
         tasks, kept = [], []
         for assignment in assignments:
             for student in roster:
                 kept_or_task = _plan(
-                    gb, course, config, student, assignment, notebooks[assignment], force
+                    gb, course, config, limits, student, assignment, notebooks[assignment], force
                 )
                 (tasks if isinstance(kept_or_task, Task) else kept).append(kept_or_task)
     if tasks:
@@ -95,10 +97,14 @@ def grade_class(
 
 
 def _submitters(course: CourseDirectory) -> set[str]:
-    """Students with a folder in submitted/."""
+    """Students with a folder in submitted/ (or a link there, which grading refuses)."""
     folder = Path(course.root) / course.submitted_directory
     return (
-        {p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")}
+        {
+            p.name
+            for p in folder.iterdir()
+            if (p.is_symlink() or p.is_dir()) and not p.name.startswith(".")
+        }
         if folder.exists()
         else set()
     )
@@ -108,14 +114,15 @@ def _plan(
     gb: Gradebook,
     course: CourseDirectory,
     config,
+    limits: GradingLimits,
     student: str,
     assignment: str,
     notebooks: list[str],
     force: bool,
 ) -> Task | Outcome:
     """Decide on one student's assignment: a task to run, or the outcome already known."""
-    folder = Path(course.format_path(course.submitted_directory, student, assignment))
-    if not folder.is_dir():
+    submission = autograde.inspect_submission(course, limits, student, assignment)
+    if submission is None:
         return Outcome(student, assignment, MISSING, reason="no submission")
     if not safe_student_id(student):
         # Kept out of the gradebook, so out of the formgrader, which would run it as HTML.
@@ -126,7 +133,7 @@ def _plan(
             reason="the student id holds HTML or control characters (<>&\"'` ...), which "
             "nbgrader's formgrader prints unescaped; rename its folder in submitted/",
         )
-    digest = autograde.submission_digest(folder, course, assignment)
+    digest = submission.digest
     record = autograde.read_record(course, student, assignment)
     # Content decides, not timestamp.txt: a resubmission without a new timestamp is regraded too.
     unchanged = record and record["digest"] == digest and not record.get("retry")
@@ -140,8 +147,8 @@ def _plan(
             record["seconds"],
             flags=record.get("flags", []),
         )
-    autograde.prepare_submission(gb, course, student, assignment)
-    return Task(config, student, assignment, notebooks, read_db_url="", digest=digest)
+    autograde.prepare_submission(gb, student, assignment, submission.timestamp)
+    return Task(config, student, assignment, notebooks, "", digest, submission)
 
 
 def _has_submission(gb: Gradebook, student: str, assignment: str) -> bool:

@@ -44,6 +44,8 @@ from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
+from nncourse.limits import LimitedKernelClient
+
 # SandboxedExecute is made on first access (module __getattr__ at the end).
 __all__ = [
     "KernelTimeLimitExceeded",
@@ -426,6 +428,22 @@ class SandboxedKernelManager(AsyncKernelManager):
         config=True
     )
 
+    workdir_size = Integer(
+        0,
+        help="Bytes the kernel may write in its working folder. Above 0, the folder is a "
+        "tmpfs of this size inside the sandbox (writes past it fail with 'No space left on "
+        "device'), the files already in it are mounted read-only, and nothing the kernel "
+        "writes there reaches the host: it is gone with the sandbox. 0: the host folder "
+        "itself is mounted writable.",
+    ).tag(config=True)
+
+    max_files = Integer(
+        0,
+        help="Most files and folders the kernel may have in its working folder and /tmp "
+        "together (with workdir_size and a cgroup), checked twice a second; above it the "
+        "sandbox is killed and stopped_because says why. 0: no limit.",
+    ).tag(config=True)
+
     require_cgroup = Bool(
         True,
         help="Refuse to start (SandboxUnavailable) when no writable pids cgroup exists. False: "
@@ -489,6 +507,11 @@ class SandboxedKernelManager(AsyncKernelManager):
         "so that kernels do not rebuild it; default: this user's matplotlib cache.",
     ).tag(config=True)
 
+    @default("client_factory")
+    def _client_factory_default(self) -> type:
+        """A client that keeps the kernel's output within c.GradingLimits, dropping the rest."""
+        return LimitedKernelClient
+
     @default("transport")
     def _transport_default(self) -> str:
         """Use IPC sockets: the sandbox has its own network namespace, so TCP cannot cross."""
@@ -502,6 +525,8 @@ class SandboxedKernelManager(AsyncKernelManager):
         self._watchdog: threading.Timer | None = None
         self._sandbox_pgid: int | None = None
         self.time_limit_exceeded = False  # set when the watchdog killed the kernel
+        self.stopped_because = ""  # why max_files killed the sandbox
+        self._quota_stop = threading.Event()
 
     # -- kernel spec ----------------------------------------------------------------------------
 
@@ -544,12 +569,18 @@ class SandboxedKernelManager(AsyncKernelManager):
         """Launch the kernel command inside bwrap, in a fresh cgroup, with rlimits."""
         if not self.enabled:
             await super()._async_launch_kernel(kernel_cmd, **kw)
-            return
-        try:
-            await self._launch_sandboxed(kernel_cmd, **kw)
-        except BaseException:
-            self._release_sandbox(keep_rundir=False)
-            raise
+            # The wall-clock limit holds unsandboxed too: the kernel leads its own group.
+            self._sandbox_pgid = getattr(self.provisioner, "pgid", None)
+        else:
+            try:
+                await self._launch_sandboxed(kernel_cmd, **kw)
+            except BaseException:
+                self._release_sandbox(keep_rundir=False)
+                raise
+            if self.max_files and self.workdir_size and kw.get("cwd"):
+                threading.Thread(
+                    target=self._watch_files, args=(os.path.abspath(kw["cwd"]),), daemon=True
+                ).start()
         if self.time_limit:
             self._watchdog = threading.Timer(self.time_limit, self._on_time_limit)
             self._watchdog.daemon = True
@@ -604,6 +635,7 @@ class SandboxedKernelManager(AsyncKernelManager):
         if self._watchdog is not None:
             self._watchdog.cancel()
             self._watchdog = None
+        self._quota_stop.set()
         if self._cgroup is not None:
             self._cgroup.remove()
             self._cgroup = None
@@ -619,6 +651,10 @@ class SandboxedKernelManager(AsyncKernelManager):
             self.kernel_id,
             self.time_limit,
         )
+        self._kill_sandbox()
+
+    def _kill_sandbox(self) -> None:
+        """SIGKILL the kernel's process group and everything in its cgroup (any thread)."""
         # Read once: the event loop thread may be cleaning up at the same time.
         process = getattr(self.provisioner, "process", None)
         pgid, cgroup = self._sandbox_pgid, self._cgroup
@@ -627,6 +663,36 @@ class SandboxedKernelManager(AsyncKernelManager):
                 os.killpg(pgid, signal.SIGKILL)
         if cgroup is not None:
             cgroup.kill()
+
+    def _watch_files(self, workdir: str) -> None:
+        """Kill the sandbox once its working folder and /tmp hold more than max_files (thread).
+
+        Both are tmpfs mounts of the sandbox: statvfs through a sandboxed process's root
+        counts their files at once, whatever their number, without listing or opening any.
+        """
+        while not self._quota_stop.wait(0.5):
+            used = self._files_in_use(workdir)
+            if used is not None and used > self.max_files:
+                self.stopped_because = (
+                    f"the kernel made more than {self.max_files:,} files in its working folder "
+                    "and /tmp, the limit (c.SandboxedKernelManager.max_files), and was stopped"
+                )
+                self.log.error("Kernel %s: %s.", self.kernel_id, self.stopped_because)
+                self._kill_sandbox()
+                return
+
+    def _files_in_use(self, workdir: str) -> int | None:
+        """Files and folders in the sandbox's working folder and /tmp; None if none is seen."""
+        own = os.readlink("/proc/self/ns/mnt")
+        for pid in sorted(self._cgroup.pids()) if self._cgroup is not None else []:
+            try:
+                if os.readlink(f"/proc/{pid}/ns/mnt") == own:
+                    continue  # bwrap's outer process, still in the host's mount namespace
+                folders = [os.statvfs(f"/proc/{pid}/root{path}") for path in (workdir, "/tmp")]
+            except OSError:
+                continue  # the process is gone
+            return sum(st.f_files - st.f_ffree for st in folders)
+        return None
 
     # -- building blocks --------------------------------------------------------------------------
 
@@ -708,7 +774,15 @@ class SandboxedKernelManager(AsyncKernelManager):
         mounts.add("/dev/shm", "--size", str(64 * MiB), "--tmpfs", "/dev/shm")
         mounts.add("/tmp", "--perms", "1777", "--size", str(self.tmp_size), "--tmpfs", "/tmp")
         mounts.add(rundir, "--bind", rundir, rundir)
-        if workdir is not None:
+        if workdir is not None and self.workdir_size:
+            # A tmpfs of its own: the quota holds, and whatever the kernel leaves there (links
+            # to the gradebook, pipes, 100,000 files) dies with the sandbox, unseen by the host.
+            mounts.add(workdir, "--size", str(self.workdir_size), "--tmpfs", workdir)
+            for name in sorted(os.listdir(workdir)):
+                path = os.path.join(workdir, name)
+                if not os.path.islink(path):  # a link would show the kernel what it points to
+                    mounts.add(path, "--ro-bind", path, path)
+        elif workdir is not None:
             mounts.add(workdir, "--bind", os.path.realpath(workdir), workdir)
         # The root of the sandbox is a tmpfs bwrap fills with mount points: make it read-only.
         mounts.read_only_at_end.append("/")

@@ -6,7 +6,6 @@ import ast
 import copy
 import re
 from collections import Counter
-from pathlib import Path
 
 from nbformat.notebooknode import NotebookNode
 
@@ -139,11 +138,6 @@ def _root_name(node: ast.AST) -> str | None:
     while isinstance(node, ast.Attribute):
         node = node.value
     return node.id if isinstance(node, ast.Name) else None
-
-
-def submitted_files(folder: Path) -> list[str]:
-    """Every file of a submission folder, relative to it."""
-    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
 def repair(submitted: NotebookNode, release: NotebookNode) -> NotebookNode:
