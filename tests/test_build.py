@@ -138,14 +138,22 @@ def test_solutions_hold_no_hidden_tests() -> None:
 def test_nbgrader_config_names_real_traits() -> None:
     import nbgrader.converters
     import nbgrader.coursedir
+    import nbgrader.exchange
     import nbgrader.preprocessors
 
-    from nncourse import sandbox
+    from nncourse import limits, sandbox
 
     config = PyFileConfigLoader("nbgrader_config.py", path=str(COURSE_ROOT)).load_config()
     classes = {
         name: obj
-        for module in (nbgrader.converters, nbgrader.coursedir, nbgrader.preprocessors, sandbox)
+        for module in (
+            nbgrader.converters,
+            nbgrader.coursedir,
+            nbgrader.exchange,
+            nbgrader.preprocessors,
+            limits,
+            sandbox,
+        )
         for name, obj in vars(module).items()
         if isinstance(obj, type)
     }
