@@ -32,7 +32,7 @@ lint: venv
 # wall time; every test works in its own tmp dir and gradebook, so they can run side by
 # side. Any non-zero pytest status fails make, "no tests collected" (5) included.
 test: venv lint
-	$(BIN)/pytest -n auto
+	$(BIN)/pytest -n auto --dist loadgroup
 
 demo: venv
 	$(BIN)/nncourse demo

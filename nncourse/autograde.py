@@ -276,7 +276,9 @@ def execute_submission(task: Task) -> Outcome:
                         f"itself. {NOT_READ}"
                     )
                 if path not in submission.files:
-                    continue  # the writer scores a missing notebook 0, as nbgrader does
+                    # The writer scores it 0, as nbgrader does; a human should know why.
+                    outcome.flags.append(f"submitted no {path}")
+                    continue
                 nb = _read_notebook(folder, path, limits)
                 release = _release_notebook(course, task.assignment, notebook)
                 expected = _expected_files(course, task)

@@ -109,20 +109,16 @@ class _Recorder:
         self.calls: list[list[Any]] = []
         self.functions: set[str] = set()
 
-    def encode(self, value: Any) -> Any:
-        """An argument as the kernel will rebuild it; functions become stand-ins."""
-        if callable(value):
-            name = _standin_for(value.__name__, self.function_id)
-            if name not in standins.STANDINS:
-                raise ValueError(f"no stand-in for the argument {value.__name__!r}")
-            self.functions.add(name)
-            return {"function": name}
-        if isinstance(value, list | tuple):
-            return {"seq": [self.encode(v) for v in value], "tuple": isinstance(value, tuple)}
-        return in_kernel.encode(value)
+    def standin(self, value: Any) -> dict[str, str]:
+        """A function among the arguments, as the stand-in the kernel will call instead."""
+        name = _standin_for(value.__name__, self.function_id)
+        if name not in standins.STANDINS:
+            raise ValueError(f"no stand-in for the argument {value.__name__!r}")
+        self.functions.add(name)
+        return {"function": name}
 
     def __call__(self, *args: Any) -> Any:
-        self.calls.append([self.encode(arg) for arg in args])
+        self.calls.append([in_kernel.encode(arg, function=self.standin) for arg in args])
         return self.reference(*args)
 
 
@@ -189,7 +185,8 @@ class _Replay:
         index, self.count = self.count, self.count + 1
         if index >= len(self.planned) or index >= len(self.results):
             raise Malformed(f"no result for call {index + 1}")
-        if [self.encoder.encode(arg) for arg in args] != self.planned[index]:
+        encoded = [in_kernel.encode(arg, function=self.encoder.standin) for arg in args]
+        if encoded != self.planned[index]:
             raise Malformed(f"call {index + 1} differs from the plan")
         result = self.results[index]
         if not isinstance(result, dict):

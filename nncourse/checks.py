@@ -6,19 +6,17 @@ a check makes, has the kernel make them on the student's function and replays th
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import functools
-import io
 import re
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 
 from nncourse import references
+from nncourse.in_kernel import quiet
 
 ASSIGNMENT = "simple_nn"
 ACTIVATIONS = ("logistic", "tanh", "relu")
@@ -66,21 +64,9 @@ def reference(function_id: str, name: str | None = None) -> Any:
 # Plumbing shared by the checks
 
 
-@contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Silence what student code prints or warns: nbgrader counts any stderr as a failure."""
-    with (
-        contextlib.redirect_stdout(io.StringIO()),
-        warnings.catch_warnings(),
-        np.errstate(all="ignore"),
-    ):
-        warnings.simplefilter("ignore")
-        yield
-
-
 def _call(label: str, function: Callable[..., Any], *args: Any) -> Any:
     """Call student code quietly; turn its exceptions into a failure that says which call raised."""
-    with _quiet():
+    with quiet():
         try:
             return function(*args)
         except Exception as error:  # noqa: BLE001 - any error of student code is a failed check
@@ -392,7 +378,7 @@ def _require_first_epoch(
 ) -> None:
     """Fail pointing at the gradient-step cell when one epoch already ends elsewhere."""
     one_epoch = (*args[:-1], 1)
-    with _quiet():
+    with quiet():
         want = ref(*copy.deepcopy(one_epoch))
     try:
         got = _call(label, function, *copy.deepcopy(one_epoch))
@@ -418,7 +404,7 @@ def gradient_descent_training(function: Callable[..., Any]) -> None:
     label = "gradient_descent with lrate=0.5, epochs=25"
     _require_first_epoch(function, ref, (x, y, ws, b, 0.5, 25), label)
     got = _unpack(label, _call(label, function, x.copy(), y.copy(), ws.copy(), b, 0.5, 25), 3)
-    with _quiet():
+    with quiet():
         want = ref(x, y, ws.copy(), b, 0.5, 25)
     for name, g, w in zip(["ws", "b", "y_pred"], got, want, strict=True):
         g = _array(f"{label}: {name}", g, np.shape(w))
@@ -573,7 +559,7 @@ def backprop_training(function: Callable[..., Any], depth: int) -> None:
     label = _backprop_label(sizes, act_names, "cross_entropy", epochs)
     args = (x, y, ws, bs, act_fs, cost_f, 0.3, epochs)
     _require_first_epoch(function, ref, args, label)
-    with _quiet():
+    with quiet():
         want = ref(*copy.deepcopy(args))
     got = _unpack(label, _call(label, function, *copy.deepcopy(args)), len(want))
     layers = len(ws)

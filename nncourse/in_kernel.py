@@ -13,7 +13,7 @@ import contextlib
 import io
 import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
@@ -35,12 +35,18 @@ def _text(value: Any, limit: int = MAX_TEXT) -> str:
         return "?"
 
 
-def encode(value: Any, depth: int = 0) -> Any:
-    """A returned value as JSON data: numbers, arrays, lists and tuples of them, or a type name."""
+def encode(value: Any, depth: int = 0, function: Callable[[Any], Any] | None = None) -> Any:
+    """A returned value as JSON data: numbers, arrays, lists and tuples of them, or a type name.
+
+    The grader, encoding a check's inputs, passes `function` to name the functions among them.
+    """
     if type(value) in (bool, int, float):
         return value
+    if function and callable(value):
+        return function(value)
     if isinstance(value, list | tuple) and depth < MAX_DEPTH and len(value) <= MAX_ITEMS:
-        return {"seq": [encode(v, depth + 1) for v in value], "tuple": isinstance(value, tuple)}
+        items = [encode(v, depth + 1, function) for v in value]
+        return {"seq": items, "tuple": isinstance(value, tuple)}
     try:
         array = np.asarray(value, dtype=float)
     except Exception:  # noqa: BLE001 - whatever does not convert is reported by its type
@@ -63,8 +69,8 @@ def decode(data: Any, functions: dict[str, Any]) -> Any:
 
 
 @contextlib.contextmanager
-def _quiet() -> Iterator[None]:
-    """Keep what student code prints or warns out of the notebook."""
+def quiet() -> Iterator[None]:
+    """Keep what student code prints or warns out of the notebook (nbgrader fails on stderr)."""
     with (
         contextlib.redirect_stdout(io.StringIO()),
         contextlib.redirect_stderr(io.StringIO()),
@@ -78,7 +84,7 @@ def _quiet() -> Iterator[None]:
 def _call(function: Any, args: list[Any]) -> dict[str, Any]:
     """Call the function; keep its result, or the exception it raised, and the arguments after."""
     try:
-        with _quiet():
+        with quiet():
             result: dict[str, Any] = {"value": encode(function(*args))}
     except Exception as error:  # noqa: BLE001 - any error of student code is part of its answer
         result = {"raised": [_text(type(error).__name__, 60), _text(error)]}

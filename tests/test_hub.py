@@ -41,7 +41,6 @@ NOTEBOOK = "simple_neural_network"
 NBGRADER = str(ha.VENV_BIN / "nbgrader")
 
 
-
 class Shots:
     """Numbered screenshots: tests/artifacts/hub/NN-<what>.png."""
 

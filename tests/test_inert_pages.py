@@ -1,9 +1,9 @@
 """Student payloads through the real pipeline, opened in headless Chromium: nothing runs.
 
-A class is graded with `nncourse grade`. Mallory's notebook holds every payload of
-tests/fixtures/active_content.json (markdown cells, and code cells whose outputs her kernel
-makes), a cell of her own marked read-only, and files named with HTML and terminal escapes;
-another student's id is HTML. A browser then opens what an instructor and a student open:
+The class of tests/hostile_class.py is graded with `nncourse grade`. Mallory's notebook holds
+every payload of tests/fixtures/active_content.json (markdown cells, and code cells whose outputs
+her kernel makes), a cell of her own marked read-only, and files named with HTML and terminal
+escapes; another student's id is HTML. A browser then opens what an instructor and a student open:
 the grading page of nbgrader's formgrader, served by a real Jupyter server with the formgrader
 extension (logged in with the token its configuration sets), mallory's feedback page, a
 feedback page that plain `nbgrader generate_feedback` makes of a notebook not made inert, and
@@ -15,14 +15,10 @@ this browser. A screenshot of the grading page goes to tests/artifacts/inert/.
 from __future__ import annotations
 
 import contextlib
-import functools
-import http.server
 import os
 import secrets
-import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -30,105 +26,25 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
-import nbgrader
 import pytest
 from active_content import PAYLOADS, active_parts, cell
+from hostile_class import ASSIGNMENT, HTML_FILE, HTML_ID, MARK, payload_js
 from hub_browser import CHROMIUM, free_ports, launch
 from nbconvert import HTMLExporter
 from nbgrader.api import Gradebook
-from test_pipeline import ASSIGNMENT, correct, make_course
 
-from nncourse import submissions
+from nncourse.inert import safe_student_id
 
-pytestmark = pytest.mark.skipif(
-    not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} is missing (apt-get install chromium)"
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} is missing (apt-get install chromium)"
+    ),
+    pytest.mark.xdist_group("hostile_class"),  # the worker that grades the class
+]
 
 BIN = Path(sys.executable).parent
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts" / "inert"
 NOTEBOOK = "simple_neural_network"
-# nbconvert's pages load jQuery from a CDN, unreachable here; without it the template's own
-# code before a JavaScript output fails, and the output would not run even without MakeInert.
-# The test's site serves nbgrader's copy instead (a Playwright route could too, but then
-# Chromium runs no javascript: URL in a frame, which would hide a payload).
-JQUERY = (
-    Path(nbgrader.__file__).parent
-    / "server_extensions/formgrader/static/node_modules/jquery/dist/jquery.min.js"
-)
-HTML_ID = "<img src=x onerror=window.__pwned=1>"  # a folder name: no slash
-HTML_FILE = "<svg onload=window.__pwned=2>.txt"
-ESCAPES_FILE = "\x1b[2K\x1b[1Aall_fine.txt"  # erases the line above it in a terminal
-MARK = "__pwned"  # in every payload's script
-
-
-class _Site(http.server.SimpleHTTPRequestHandler):
-    """Serves a folder; a request under /pwned/ is a payload that ran, and is recorded."""
-
-    def do_GET(self) -> None:
-        """Record a payload's request, or serve a file."""
-        if self.path.startswith("/pwned/"):
-            self.server.ran.append(self.path.removeprefix("/pwned/"))
-            self.send_response(204)
-            self.end_headers()
-            return
-        super().do_GET()
-
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base's name
-        """Stay quiet."""
-
-
-@pytest.fixture(scope="module")
-def site(tmp_path_factory) -> Iterator[http.server.ThreadingHTTPServer]:
-    """A web server of the test on 127.0.0.1: serves its folder, records payloads that ran."""
-    folder = tmp_path_factory.mktemp("site")
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(_Site, directory=str(folder))
-    )
-    server.folder, server.ran = folder, []
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/"
-    shutil.copyfile(JQUERY, folder / "jquery.min.js")
-    server.jquery = server.url + "jquery.min.js"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield server
-    server.shutdown()
-    thread.join()
-
-
-def payload_js(site, name: str) -> str:
-    """What each payload runs: a request the site records, and a mark on the window."""
-    # Split, so that no URL in the page is the request unless a script builds it, and so that
-    # markdown does not turn the URL into a link.
-    # It ends in void(0): the string a javascript: URL ends with would replace its frame's page,
-    # cancelling the request.
-    url = site.url.removeprefix("http:")
-    request = f"fetch('http:'+'{url}p'+'wned/{name}',{{mode:'no-cors'}})"
-    return f"{request};window.{MARK}='{name}';void(0)"
-
-
-@pytest.fixture(scope="module")
-def graded(site):
-    """The class, graded by `nncourse grade`: (course, its completed process)."""
-    course = make_course(site.folder / "course", f"\nc.HTMLExporter.jquery_url = {site.jquery!r}\n")
-    release = submissions.read_release(course, ASSIGNMENT)
-    nb = submissions.fill(release, correct())
-    nb.cells += [cell(name, payload_js(site, name)) for name in PAYLOADS]
-    own = nbformat.v4.new_code_cell("import subprocess", metadata={"nbgrader": {"locked": True}})
-    nb.cells.append(own)
-    path = submissions.write_submission(course, "mallory", ASSIGNMENT, nb)
-    for name in (HTML_FILE, ESCAPES_FILE):
-        (path.parent / name).write_text("")
-    submissions.write_submission(course, HTML_ID, ASSIGNMENT, release)
-    submissions.write_submission(course, "trent", ASSIGNMENT, release)  # for plain nbgrader
-    run = subprocess.run(
-        [str(BIN / "nncourse"), "grade", "--jobs", "1"],
-        cwd=course,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 3, run.stdout + run.stderr  # some students need attention
-    return course, run
 
 
 @contextlib.contextmanager
@@ -227,7 +143,9 @@ def nothing_ran(page, site) -> None:
 
 
 def test_the_payloads_run_in_this_browser_without_makeinert(site, page):
-    nb = nbformat.v4.new_notebook(cells=[cell(name, payload_js(site, name)) for name in PAYLOADS])
+    nb = nbformat.v4.new_notebook(
+        cells=[cell(name, payload_js(site.url, name)) for name in PAYLOADS]
+    )
     (site.folder / "control.html").write_text(
         HTMLExporter(template_name="classic", jquery_url=site.jquery).from_notebook_node(nb)[0]
     )
@@ -240,8 +158,8 @@ def test_the_payloads_run_in_this_browser_without_makeinert(site, page):
             assert active_parts(content, f"wned/{name}"), f"{name} is not a live link"
 
 
-def test_the_summary_shows_flags_with_escapes_visible(graded):
-    _, run = graded
+def test_the_summary_shows_flags_with_escapes_visible(hostile_class):
+    run = hostile_class.graded
     assert "\x1b" not in run.stdout + run.stderr
     assert "flagged: submitted an extra file \\x1b[2K\\x1b[1Aall_fine.txt" in run.stdout
     assert f"flagged: submitted an extra file {HTML_FILE}" in run.stdout
@@ -249,15 +167,16 @@ def test_the_summary_shows_flags_with_escapes_visible(graded):
     assert f"{HTML_ID} " in run.stdout.split("needs attention:")[1]
 
 
-def test_an_html_student_id_never_reaches_the_gradebook(graded):
-    course, _ = graded
-    with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
-        assert [s.id for s in gb.students] == ["mallory", "trent"]
-        assert gb.find_submission(ASSIGNMENT, "mallory").score == 28
+def test_an_html_student_id_never_reaches_the_gradebook(hostile_class):
+    with Gradebook(f"sqlite:///{hostile_class.course / 'gradebook.db'}") as gb:
+        ids = {s.id for s in gb.students}
+    assert "mallory" in ids
+    assert HTML_ID not in ids
+    assert all(safe_student_id(student) for student in ids)
 
 
-def test_formgrader_grading_page_runs_no_student_code(graded, site, page, tmp_path):
-    course, _ = graded
+def test_formgrader_grading_page_runs_no_student_code(hostile_class, site, page, tmp_path):
+    course = hostile_class.course
     with Gradebook(f"sqlite:///{course / 'gradebook.db'}") as gb:
         submission = gb.find_submission_notebook(NOTEBOOK, ASSIGNMENT, "mallory").id
     with formgrader(course, tmp_path) as (url, token):
@@ -275,21 +194,23 @@ def test_formgrader_grading_page_runs_no_student_code(graded, site, page, tmp_pa
         page.screenshot(path=str(ARTIFACTS / "formgrader-payloads.png"))
 
 
-def test_feedback_page_runs_no_student_code(graded, site, page):
-    course, _ = graded
+def test_feedback_page_runs_no_student_code(hostile_class, site, page):
+    course = hostile_class.course
     feedback = course / "feedback" / "mallory" / ASSIGNMENT / f"{NOTEBOOK}.html"
     open_and_settle(page, site.url + str(feedback.relative_to(site.folder)))
     assert "def relu(" in page.inner_text("body")
     nothing_ran(page, site)
 
 
-def test_plain_nbgrader_feedback_of_a_notebook_not_made_inert_runs_nothing(graded, site, page):
+def test_plain_nbgrader_feedback_of_a_notebook_not_made_inert_runs_nothing(
+    hostile_class, site, page
+):
     # As for a notebook graded before MakeInert was among the autograde steps: the payloads are
     # in the autograded notebook, and `nbgrader generate_feedback` alone must make them inert.
-    course, _ = graded
+    course = hostile_class.course
     autograded = course / "autograded" / "trent" / ASSIGNMENT / f"{NOTEBOOK}.ipynb"
     nb = nbformat.read(autograded, as_version=4)
-    nb.cells += [cell(name, payload_js(site, name)) for name in PAYLOADS]
+    nb.cells += [cell(name, payload_js(site.url, name)) for name in PAYLOADS]
     nbformat.write(nb, autograded)
     subprocess.run(
         [str(BIN / "nbgrader"), "generate_feedback", ASSIGNMENT, "--student=trent", "--force"],
@@ -303,8 +224,8 @@ def test_plain_nbgrader_feedback_of_a_notebook_not_made_inert_runs_nothing(grade
     nothing_ran(page, site)
 
 
-def test_class_report_runs_nothing_and_shows_ids_and_files_as_text(graded, site, page):
-    course, _ = graded
+def test_class_report_runs_nothing_and_shows_ids_and_files_as_text(hostile_class, site, page):
+    assert hostile_class.course.parent == site.folder  # the site serves the class's report
     open_and_settle(page, f"{site.url}course/reports/{ASSIGNMENT}_report.html")
     shown = page.inner_text("body")
     assert HTML_ID in shown
