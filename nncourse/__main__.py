@@ -3,6 +3,7 @@
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -62,7 +63,16 @@ def _run_grade(args: argparse.Namespace) -> int:
     """Grade the class and print the summary."""
     from nncourse import workflow
 
-    run = workflow.grade_and_report(args.root, args.assignments, jobs=args.jobs, force=args.force)
+    # SIGTERM stops a run as Ctrl-C does: workers and kernels killed, the gradebook consistent.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        run = workflow.grade_and_report(
+            args.root, args.assignments, jobs=args.jobs, force=args.force
+        )
+    except KeyboardInterrupt as stopped:
+        saved = str(stopped) or "what was graded before it is saved in the gradebook"
+        print(f"\nnncourse grade: interrupted; {saved}. Rerun `make grade` to resume.")
+        return 130
     workflow.print_run(run)
     return run.exit_status
 

@@ -14,6 +14,7 @@ import logging
 import multiprocessing
 import os
 import shutil
+import signal
 import sqlite3
 import stat
 import tempfile
@@ -32,7 +33,7 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import SaveAutoGrades
 from traitlets.config import Config
 
-from nncourse import calls, checks, exchange, inert, tamper, verdicts
+from nncourse import calls, checks, compat, crashpoints, durable, exchange, inert, tamper, verdicts
 from nncourse.exchange import EXCHANGE_FILE_BYTES, EXCHANGE_FILES, REFUSED_FILE
 from nncourse.files import Folder, Refused, TooLarge, course_folder, refusal
 from nncourse.limits import OUTPUT_TOO_LARGE, GradingLimits, setting
@@ -81,6 +82,7 @@ class Task:
     read_db_url: str
     digest: str
     submission: Submission
+    staging: str = ""  # where the worker builds the new autograded folder
 
 
 @dataclasses.dataclass
@@ -98,6 +100,7 @@ class Outcome:
     )  # notebook -> autograded path
     retry: bool = False  # the grading system failed, not the submission: grade it again next run
     flags: list[str] = dataclasses.field(default_factory=list)  # for a human to look at
+    submission_id: str = ""  # the gradebook's submission these scores were saved in
 
     def to_record(self) -> dict[str, Any]:
         """The part worth keeping beside the autograded notebooks."""
@@ -108,6 +111,10 @@ class Outcome:
             "seconds": self.seconds,
             "retry": self.retry,
             "flags": self.flags,
+            # A record whose submission is no longer the gradebook's was left by a run that
+            # stopped between its commit and its renames: the submission is graded again.
+            "submission_id": self.submission_id,
+            "feedback": False,  # set once feedback is written, so a crash before it is repaired
         }
 
 
@@ -116,9 +123,7 @@ class SubmissionError(Exception):
 
 
 def load_config(course_root: Path) -> Config:
-    """The configuration nbgrader itself would load in course_root (nbgrader_config.py and all)."""
-    from nbgrader.apps.nbgraderapp import NbGraderApp
-
+    """The configuration nbgrader itself would load in course_root; a broken file: ConfigError."""
     # traitlets configures logging with dictConfig, which disables every logger that exists
     # already (ours included); give them back their voice afterwards.
     enabled = [
@@ -127,9 +132,7 @@ def load_config(course_root: Path) -> Config:
         if isinstance(logger, logging.Logger) and not logger.disabled
     ]
     with _chdir(course_root):
-        app = NbGraderApp()
-        app.initialize([])
-        config = app.config
+        config = compat.load_app_config(course_root)
     for logger in enabled:
         logger.disabled = False
     config.CourseDirectory.root = str(course_root)
@@ -253,7 +256,7 @@ def execute_submission(task: Task) -> Outcome:
     started = time.monotonic()
     course = CourseDirectory(config=task.config)
     limits = GradingLimits(config=task.config)
-    dest = Path(course.format_path(course.autograded_directory, task.student, task.assignment))
+    dest = Path(task.staging)
     outcome = Outcome(task.student, task.assignment, GRADED, digest=task.digest)
     submission = task.submission
     notebooks = {f"{notebook}.ipynb" for notebook in task.notebooks}  # refused: the reason says
@@ -521,10 +524,25 @@ def prepare_submission(
         gb.update_or_create_submission(assignment, student)
 
 
-def record_outcome(gb_url: str, config: Config, outcome: Outcome, notebooks: list[str]) -> None:
-    """Save an executed submission's scores with nbgrader's own steps; zero what could not run."""
+def save_outcome(
+    gb: Gradebook,
+    config: Config,
+    outcome: Outcome,
+    notebooks: list[str],
+    timestamp: datetime.datetime | None,
+    staging: Path,
+) -> None:
+    """Replace a submission's scores and autograded folder with the new ones, as one change.
+
+    The gradebook changes commit together; the staged folder, record included, is complete
+    before they do and replaces the old one after, so a run stopped anywhere can be resumed.
+    """
     *_, record = _preprocessor_lists(config)
-    with Gradebook(gb_url) as gb:
+    course = CourseDirectory(config=config)
+    staging.mkdir(parents=True, exist_ok=True)
+    with compat.gradebook_transaction(gb):
+        prepare_submission(gb, outcome.student, outcome.assignment, timestamp)
+        crashpoints.reached("writer-old-removed")
         for notebook in notebooks:
             if notebook not in outcome.executed:
                 submission = gb.find_submission_notebook(
@@ -533,29 +551,54 @@ def record_outcome(gb_url: str, config: Config, outcome: Outcome, notebooks: lis
                 for grade in submission.grades:
                     grade.auto_score = 0
                     grade.needs_manual_grade = False
-                gb.db.commit()
-    for notebook, path in outcome.executed.items():
-        nb = nbformat.read(path, as_version=4)
-        resources = _resources(
-            outcome.student, outcome.assignment, notebook, gb_url, Path(path).parent
-        )
-        nb = _run(record, config, nb, resources)
-        nbformat.write(nb, path)
-    write_record(config, outcome)
-
-
-def write_record(config: Config, outcome: Outcome) -> None:
-    """Keep the outcome beside the autograded notebooks, for the summary and for regrading."""
-    course = CourseDirectory(config=config)
+        for notebook, path in outcome.executed.items():
+            nb = nbformat.read(path, as_version=4)
+            resources = _resources(
+                outcome.student, outcome.assignment, notebook, course.db_url, Path(path).parent
+            )
+            nb = _run(record, config, nb, resources)
+            nbformat.write(nb, path)
+        outcome.submission_id = gb.find_submission(outcome.assignment, outcome.student).id
+        write_record(staging, outcome.to_record())
+        crashpoints.reached("writer-before-commit")
+    crashpoints.reached("writer-after-commit")
     dest = Path(
         course.format_path(course.autograded_directory, outcome.student, outcome.assignment)
     )
-    dest.mkdir(parents=True, exist_ok=True)
+    _swap(staging, dest)
+    crashpoints.reached("writer-saved")
+
+
+def _swap(staging: Path, dest: Path) -> None:
+    """Put the staged folder at dest by renames; the old one goes, links and all, unfollowed."""
+    old = staging.with_name(staging.name + ".old")
+    if dest.is_symlink() or dest.exists():
+        os.rename(dest, old)
+    crashpoints.reached("writer-between-renames")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.rename(staging, dest)
+    if old.is_symlink() or old.is_file():
+        old.unlink()
+    elif old.exists():
+        shutil.rmtree(old)
+
+
+def write_record(dest: Path, record: dict[str, Any]) -> None:
+    """Keep an outcome's record in an autograded folder, for the summary and for regrading."""
     # A new file renamed into place: whatever stood at that name is replaced, never written through.
     fd, temporary = tempfile.mkstemp(dir=dest, prefix=".nncourse-")
     with os.fdopen(fd, "w") as out:
-        out.write(json.dumps(outcome.to_record(), indent=1) + "\n")
+        out.write(json.dumps(record, indent=1) + "\n")
     os.replace(temporary, dest / RECORD_FILE)
+
+
+def mark_feedback(course: CourseDirectory, student: str, assignment: str) -> None:
+    """Note in the record that this grading's feedback is written."""
+    record = read_record(course, student, assignment)
+    if record is not None:
+        record["feedback"] = True
+        dest = Path(course.format_path(course.autograded_directory, student, assignment))
+        write_record(dest, record)
 
 
 def read_record(course: CourseDirectory, student: str, assignment: str) -> dict[str, Any] | None:
@@ -624,8 +667,14 @@ def read_only_copy(db_url: str) -> Iterator[str]:
         yield prefix + str(snapshot)
 
 
-def _worker_init() -> None:
-    """Keep each grading kernel to one thread (the workers share the cores) and the log quiet."""
+def _worker_init(grader: int) -> None:
+    """Tie the worker to the grader's life; keep each kernel to one thread and the log quiet."""
+    # Killed with the grader, whatever kills it: a worker's kernel sandbox dies with the worker
+    # (bwrap --die-with-parent), so nothing of a stopped run keeps running.
+    durable.die_with_parent(grader)
+    # Ctrl-C at a terminal reaches the whole process group: the grader alone decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"
     # nbgrader warns for every restored grade cell that its checksum changed: it stores the
@@ -650,17 +699,29 @@ def run_parallel(tasks: list[Task], jobs: int, on_done: Callable[[Outcome], None
     while pending:
         broken = []
         with concurrent.futures.ProcessPoolExecutor(
-            1 if alone else jobs, mp_context=context, initializer=_worker_init
+            1 if alone else jobs,
+            mp_context=context,
+            initializer=_worker_init,
+            initargs=(os.getpid(),),
         ) as pool:
             futures = {pool.submit(execute_submission, task): task for task in pending}
-            for future in concurrent.futures.as_completed(futures):
-                task = futures[future]
-                try:
-                    on_done(future.result())
-                except concurrent.futures.process.BrokenProcessPool:
-                    broken.append(task)
-                except Exception as error:  # noqa: BLE001 - one failure must not stop the batch
-                    on_done(_grading_failed(task, error))
+            crashpoints.reached("pool-started")
+            try:
+                for future in concurrent.futures.as_completed(futures):
+                    task = futures[future]
+                    try:
+                        outcome = future.result()
+                    except concurrent.futures.process.BrokenProcessPool:
+                        broken.append(task)
+                        continue
+                    except Exception as error:  # noqa: BLE001 - one failure must not stop the batch
+                        outcome = _grading_failed(task, error)
+                    on_done(outcome)
+            except BaseException:
+                # Stopped (Ctrl-C, SIGTERM, a failed save): the workers and their kernels go
+                # now, instead of the pool waiting for every submission to finish.
+                compat.kill_pool(pool)
+                raise
         if alone:
             for task in broken:
                 on_done(_grading_failed(task, RuntimeError("its grading process died")))

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import statistics
+import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.coursedir import CourseDirectory
 from tqdm import tqdm
 
-from nncourse import autograde
+from nncourse import autograde, crashpoints, durable
 from nncourse.autograde import MISSING, NEEDS_ATTENTION, UNGRADABLE, Outcome, Task
+from nncourse.compat import ConfigError
 from nncourse.inert import printable, safe_student_id
 from nncourse.limits import GradingLimits
 from nncourse.sandbox import SandboxUnavailable
@@ -39,6 +43,10 @@ class StudentResult:
         return self.status in NEEDS_ATTENTION or bool(self.flags)
 
 
+class GradingInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM during grading; the message says what was saved."""
+
+
 def grade_class(
     course_root: Path,
     assignments: list[str] | None = None,
@@ -46,10 +54,45 @@ def grade_class(
     force: bool = False,
     progress: bool = True,
 ) -> list[StudentResult]:
-    """Grade every new or changed submission; return one result per student and assignment."""
-    config = autograde.load_config(course_root)
+    """Grade every new or changed submission; return one result per student and assignment.
+
+    Planning only reads. Nothing is written before every check passed (config, assignments,
+    sandbox, disk) and the gradebook was backed up; then each submission's new grades replace
+    its old ones in one transaction. A run stopped anywhere is finished by running it again.
+    """
+    config = load_config(course_root)
     course = CourseDirectory(config=config)
-    jobs = jobs or os.cpu_count() or 1
+    with run_lock(course):
+        return _grade(course, config, assignments, jobs or os.cpu_count() or 1, force, progress)
+
+
+def load_config(course_root: Path):
+    """The course's configuration, or a refusal naming the file that cannot be loaded."""
+    try:
+        return autograde.load_config(course_root)
+    except ConfigError as error:
+        raise SystemExit(f"nncourse grade: {error}. Nothing was changed.") from None
+
+
+@contextlib.contextmanager
+def run_lock(course: CourseDirectory) -> Iterator[None]:
+    """Hold the course's grading lock; another run holding it: refused."""
+    try:
+        with durable.run_lock(Path(course.root), course.db_url):
+            yield
+    except durable.RunRefused as error:
+        raise SystemExit(f"nncourse grade: {error}") from None
+
+
+def _grade(
+    course: CourseDirectory,
+    config,
+    assignments: list[str] | None,
+    jobs: int,
+    force: bool,
+    progress: bool,
+) -> list[StudentResult]:
+    """grade_class, under the lock."""
     with Gradebook(course.db_url, course.course_id) as gb:
         known = [a.name for a in gb.assignments]
         assignments = assignments or known
@@ -66,34 +109,90 @@ def grade_class(
         tasks, kept = [], []
         for assignment in assignments:
             for student in roster:
+                crashpoints.reached("planning")
                 kept_or_task = _plan(
                     gb, course, config, limits, student, assignment, notebooks[assignment], force
                 )
                 (tasks if isinstance(kept_or_task, Task) else kept).append(kept_or_task)
-    if tasks:
-        try:
-            autograde.preflight(config)
-        except SandboxUnavailable as error:
-            raise SystemExit(f"nncourse grade: {error}") from None
-    outcomes: list[Outcome] = list(kept)
-    bar = tqdm(
-        total=len(tasks), unit="submission", desc="grading", disable=not progress or not tasks
-    )
-    with autograde.read_only_copy(course.db_url) as read_url:
-        for task in tasks:
-            task.read_db_url = read_url
-
-        def on_done(outcome: Outcome) -> None:
-            autograde.record_outcome(course.db_url, config, outcome, notebooks[outcome.assignment])
-            outcomes.append(outcome)
-            bar.update()
-            if outcome.status in NEEDS_ATTENTION:
-                bar.write(printable(f"{outcome.student}: {outcome.status}: {outcome.reason}"))
-
-        autograde.run_parallel(tasks, jobs, on_done)
-    bar.close()
+        gb.db.rollback()  # planning read: end its transaction before anything writes
+        preflight(course, config, needs_sandbox=bool(tasks))
+        outcomes: list[Outcome] = list(kept)
+        if tasks:
+            _run_tasks(gb, course, config, tasks, notebooks, jobs, progress, outcomes)
     regraded = {(t.student, t.assignment) for t in tasks}
     return _results(course, outcomes, regraded)
+
+
+def preflight(course: CourseDirectory, config, needs_sandbox: bool) -> None:
+    """Refuse, changing nothing, a run that could not finish: no sandbox, no room to write."""
+    try:
+        if needs_sandbox:
+            autograde.preflight(config)
+        root = Path(course.root)
+        database = durable.sqlite_path(course.db_url)
+        folders = [root / course.autograded_directory, root / course.feedback_directory]
+        durable.check_writable(
+            [folder if folder.exists() else root for folder in folders]
+            + ([database.parent] if database else []),
+            database,
+        )
+    except (SandboxUnavailable, durable.RunRefused) as error:
+        raise SystemExit(f"nncourse grade: {error}. Nothing was changed.") from None
+
+
+def _run_tasks(
+    gb: Gradebook,
+    course: CourseDirectory,
+    config,
+    tasks: list[Task],
+    notebooks: dict[str, list[str]],
+    jobs: int,
+    progress: bool,
+    outcomes: list[Outcome],
+) -> None:
+    """Back up, execute the tasks in parallel and save each outcome as it arrives."""
+    database = durable.sqlite_path(course.db_url)
+    if database:
+        print(f"gradebook backed up to {durable.backup(database)}")
+    crashpoints.reached("backup-done")
+    autograded = Path(course.root) / course.autograded_directory
+    durable.clear_staging(autograded)
+    run = durable.staging_root(autograded) / f"{os.getpid()}-{time.time_ns()}"
+    for task in tasks:
+        task.staging = str(run / task.student / task.assignment)
+    by_key = {(t.student, t.assignment): t for t in tasks}
+    bar = tqdm(total=len(tasks), unit="submission", desc="grading", disable=not progress)
+    saved = 0
+
+    def on_done(outcome: Outcome) -> None:
+        nonlocal saved
+        task = by_key[outcome.student, outcome.assignment]
+        autograde.save_outcome(
+            gb,
+            config,
+            outcome,
+            notebooks[outcome.assignment],
+            task.submission.timestamp,
+            Path(task.staging),
+        )
+        saved += 1
+        outcomes.append(outcome)
+        bar.update()
+        if outcome.status in NEEDS_ATTENTION:
+            bar.write(printable(f"{outcome.student}: {outcome.status}: {outcome.reason}"))
+
+    try:
+        with autograde.read_only_copy(course.db_url) as read_url:
+            for task in tasks:
+                task.read_db_url = read_url
+            autograde.run_parallel(tasks, jobs, on_done)
+    except KeyboardInterrupt:
+        raise GradingInterrupted(
+            f"{saved} of {len(tasks)} submissions to grade were saved in the gradebook"
+        ) from None
+    finally:
+        bar.close()
+    durable.clear_staging(autograded)
 
 
 def _submitters(course: CourseDirectory) -> set[str]:
@@ -136,8 +235,15 @@ def _plan(
     digest = submission.digest
     record = autograde.read_record(course, student, assignment)
     # Content decides, not timestamp.txt: a resubmission without a new timestamp is regraded too.
-    unchanged = record and record["digest"] == digest and not record.get("retry")
-    if not force and unchanged and _has_submission(gb, student, assignment):
+    # The record must be of the gradebook's submission: a run stopped between its commit and its
+    # renames left the old record, and one stopped between its renames none.
+    unchanged = (
+        record
+        and record["digest"] == digest
+        and not record.get("retry")
+        and record.get("submission_id") == _submission_id(gb, student, assignment)
+    )
+    if not force and unchanged:
         return Outcome(
             student,
             assignment,
@@ -147,8 +253,15 @@ def _plan(
             record["seconds"],
             flags=record.get("flags", []),
         )
-    autograde.prepare_submission(gb, student, assignment, submission.timestamp)
     return Task(config, student, assignment, notebooks, "", digest, submission)
+
+
+def _submission_id(gb: Gradebook, student: str, assignment: str) -> str | None:
+    """The id of the gradebook's submission of this student for this assignment, if any."""
+    try:
+        return gb.find_submission(assignment, student).id
+    except MissingEntry:
+        return None
 
 
 def _has_submission(gb: Gradebook, student: str, assignment: str) -> bool:

@@ -9,7 +9,7 @@ from pathlib import Path
 from nbgrader.apps import NbGraderAPI
 from nbgrader.coursedir import CourseDirectory
 
-from nncourse import autograde, export, grade, report
+from nncourse import autograde, crashpoints, durable, export, grade, report
 from nncourse.autograde import MISSING, UNGRADABLE
 from nncourse.inert import printable
 
@@ -35,16 +35,34 @@ def grade_and_report(
     force: bool = False,
     progress: bool = True,
 ) -> RunResult:
-    """Grade, write feedback for every regraded submission, export grades and write the report."""
-    results = grade.grade_class(course_root, assignments, jobs=jobs, force=force, progress=progress)
-    config = autograde.load_config(course_root)
+    """Grade, write feedback where a grading has none yet, export grades and write the report."""
+    config = grade.load_config(course_root)
     course = CourseDirectory(config=config)
+    with grade.run_lock(course):
+        results = grade.grade_class(course_root, assignments, jobs, force, progress)
+        try:
+            return _write_outputs(course_root, course, config, results)
+        except KeyboardInterrupt:
+            raise grade.GradingInterrupted(
+                "every grade was saved in the gradebook; feedback and reports are incomplete"
+            ) from None
+
+
+def _write_outputs(
+    course_root: Path, course: CourseDirectory, config, results: list[grade.StudentResult]
+) -> RunResult:
+    """Feedback, grades.csv, grade_cells.csv and the reports, each file replaced atomically."""
     feedback = _write_feedback(course, config, results)
     out = course_root / REPORTS_DIR
-    out.mkdir(exist_ok=True)
-    grades_csv = export.write_grades_csv(course, out / "grades.csv")
+    crashpoints.reached("before-reports")
+    with durable.replaced(out / "grades.csv") as temporary:
+        export.write_grades_csv(course, temporary)
+    grades_csv = out / "grades.csv"
+    crashpoints.reached("between-grades-and-report")
     cells = export.cell_results(course, results)
-    cells_csv = export.write_cell_csv(cells, out / "grade_cells.csv")
+    with durable.replaced(out / "grade_cells.csv") as temporary:
+        export.write_cell_csv(cells, temporary)
+    cells_csv = out / "grade_cells.csv"
     reports = []
     for assignment in sorted({r.assignment for r in results}):
         rows = [r for r in results if r.assignment == assignment]
@@ -53,14 +71,12 @@ def grade_and_report(
             for r in rows
             if (r.student, assignment) in feedback
         }
-        reports.append(
+        target = out / f"{assignment}_report.html"
+        with durable.replaced(target) as temporary:
             report.write_report(
-                rows,
-                [c for c in cells if c.assignment == assignment],
-                pages,
-                out / f"{assignment}_report.html",
+                rows, [c for c in cells if c.assignment == assignment], pages, temporary
             )
-        )
+        reports.append(target)
     return RunResult(results, grades_csv, cells_csv, reports, grade.exit_status(results))
 
 
@@ -75,9 +91,15 @@ def _write_feedback(course: CourseDirectory, config, results: list[grade.Student
         if r.status in (MISSING, UNGRADABLE):
             continue
         folder = Path(course.format_path(course.feedback_directory, r.student, r.assignment))
-        if r.regraded or not folder.exists():
+        record = autograde.read_record(course, r.student, r.assignment) or {}
+        # The record says whether this grading's feedback was written: a run stopped before
+        # that left the flag unset, and the next run writes it.
+        if r.regraded or not record.get("feedback") or not folder.exists():
             outcome = api.generate_feedback(r.assignment, r.student, force=True)
-            if not outcome["success"]:
+            if outcome["success"]:
+                autograde.mark_feedback(course, r.student, r.assignment)
+                crashpoints.reached("feedback-written")
+            else:
                 log.warning(
                     "feedback for %s failed: %s", r.student, outcome.get("error", "")[-500:]
                 )
