@@ -45,7 +45,8 @@ def _class(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def _graded(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The class graded once, uninterrupted."""
     if "graded" not in _built:
-        course = copy_course(_class(tmp_path_factory), tmp_path_factory.mktemp("reference"))
+        folder = tmp_path_factory.mktemp("reference")
+        course = copy_course(_class(tmp_path_factory), folder / "course")
         assert run_grade(course).returncode == 3  # dan needs attention
         _built["graded"] = course
     return _built["graded"]
