@@ -1,0 +1,130 @@
+"""The nbgrader, traitlets and concurrent.futures behaviour nncourse/compat.py relies on."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import contextlib
+import sqlite3
+import time
+from pathlib import Path
+
+import nbformat
+import pytest
+from nbgrader.api import Gradebook
+from nbgrader.preprocessors import AssignLatePenalties, SaveAutoGrades, saveautogrades
+from traitlets.config import Application
+
+from nncourse import compat
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> str:
+    """A gradebook with one assignment of one notebook with one grade cell, and s's submission."""
+    url = f"sqlite:///{tmp_path / 'gradebook.db'}"
+    with Gradebook(url) as gb:
+        gb.add_assignment("a")
+        gb.add_notebook("n", "a")
+        gb.add_grade_cell("g", "n", "a", max_score=2, cell_type="code")
+        gb.add_student("s")
+        gb.add_submission("a", "s")
+    return url
+
+
+def _submission_ids(url: str) -> list[str]:
+    """The submissions' ids as another connection sees them (committed only)."""
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as other:
+        return [row[0] for row in other.execute("SELECT id FROM submitted_assignment")]
+
+
+def _graded_notebook() -> nbformat.NotebookNode:
+    """A notebook whose one grade cell ran without an error (full points)."""
+    cell = nbformat.v4.new_code_cell("assert True")
+    cell.metadata["nbgrader"] = {
+        "grade": True,
+        "solution": False,
+        "locked": True,
+        "grade_id": "g",
+        "points": 2,
+        "schema_version": 3,
+    }
+    cell.execution_count = 1
+    return nbformat.v4.new_notebook(cells=[cell])
+
+
+def test_nbgrader_commits_inside_its_own_methods(db):
+    # Why compat exists: each call is its own transaction, seen at once by other connections.
+    before = _submission_ids(db)
+    with Gradebook(db) as gb:
+        gb.remove_submission("a", "s")
+        assert _submission_ids(db) == []
+    assert before
+
+
+def test_a_transaction_commits_nothing_until_it_ends(db):
+    before = _submission_ids(db)
+    with Gradebook(db) as gb, compat.gradebook_transaction(gb):
+        gb.remove_submission("a", "s")
+        new = gb.add_submission("a", "s").id
+        assert _submission_ids(db) == before
+        assert gb.find_submission("a", "s").id == new  # the session sees its own changes
+    assert _submission_ids(db) == [new]
+
+
+def test_a_failed_transaction_changes_nothing_and_restores_nbgrader(db):
+    before = _submission_ids(db)
+    with Gradebook(db) as gb:
+        with pytest.raises(RuntimeError, match="stopped"):
+            _replace_then_fail(gb)
+        assert "commit" not in vars(gb.db)
+        assert gb.find_submission("a", "s").id == before[0]
+    assert _submission_ids(db) == before
+    assert saveautogrades.Gradebook is Gradebook
+
+
+def _replace_then_fail(gb: Gradebook) -> None:
+    """Replace s's submission inside a transaction, then fail before it ends."""
+    with compat.gradebook_transaction(gb):
+        gb.remove_submission("a", "s")
+        gb.add_submission("a", "s")
+        raise RuntimeError("stopped")
+
+
+def test_nbgrader_record_steps_write_into_the_open_transaction(db):
+    # SaveAutoGrades and AssignLatePenalties open Gradebook(db_url) by their module's name for
+    # it: lent this one, they see the uncommitted new submission and save into it.
+    resources = {"nbgrader": {"student": "s", "assignment": "a", "notebook": "n", "db_url": db}}
+    with Gradebook(db) as gb:
+        with compat.gradebook_transaction(gb):
+            gb.remove_submission("a", "s")
+            gb.add_submission("a", "s")
+            nb = _graded_notebook()
+            for step in (SaveAutoGrades, AssignLatePenalties):
+                nb, resources = step()(nb, resources)
+            assert gb.find_grade("g", "n", "a", "s").auto_score == 2
+        assert gb.db.is_active
+    with Gradebook(db) as gb:
+        assert gb.find_submission("a", "s").score == 2
+
+
+def test_traitlets_skips_a_broken_config_file_unless_asked_to_raise():
+    # Why load_app_config turns raise_config_file_errors on.
+    assert Application.raise_config_file_errors.default_value is False
+
+
+def test_a_broken_config_file_is_refused_by_name(tmp_path, monkeypatch):
+    (tmp_path / "nbgrader_config.py").write_text("c = get_config()\nc.Exchange.root = (\n")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(compat.ConfigError, match=r"nbgrader_config\.py cannot be loaded: Syntax"):
+        compat.load_app_config(tmp_path)
+
+
+def test_kill_pool_stops_running_work_without_waiting():
+    pool = concurrent.futures.ProcessPoolExecutor(1)
+    future = pool.submit(time.sleep, 60)
+    while not future.running():
+        time.sleep(0.01)
+    started = time.monotonic()
+    compat.kill_pool(pool)
+    with pytest.raises(concurrent.futures.process.BrokenProcessPool):
+        future.result(timeout=10)
+    assert time.monotonic() - started < 10
