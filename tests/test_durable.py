@@ -1,0 +1,142 @@
+"""A run that must not start changes nothing; one that writes backs the gradebook up first."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from crash_class import (  # noqa: F401 - the *_fixture names are fixtures
+    graded_fixture,
+    reference_fixture,
+    run_grade,
+    state,
+)
+
+pytestmark = [pytest.mark.kernels, pytest.mark.sandbox]
+NO_BWRAP = '\nc.SandboxedKernelManager.bwrap = "/nonexistent/bwrap"\n'
+
+
+def snapshot(course: Path) -> dict[str, str]:
+    """Every file a grading run writes, by content: gradebook, autograded, feedback, reports."""
+    files = {}
+    for path in sorted(course.rglob("*")):
+        relative = path.relative_to(course)
+        if path.is_file() and relative.parts[0] not in ("source", "release", "submitted"):
+            files[str(relative)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return files
+
+
+def add_config(course: Path, text: str) -> None:
+    """Append settings to the course's nbgrader_config.py."""
+    with (course / "nbgrader_config.py").open("a") as config:
+        config.write(text)
+
+
+def test_a_refused_force_regrade_loses_no_grade(graded, reference):
+    add_config(graded, NO_BWRAP)
+    refused = run_grade(graded, "--force")
+    assert refused.returncode != 0
+    assert "/nonexistent/bwrap" in refused.stderr
+    assert state(graded)["scores"] == reference["scores"]
+    config = (graded / "nbgrader_config.py").read_text()
+    (graded / "nbgrader_config.py").write_text(config.replace(NO_BWRAP, ""))
+    assert run_grade(graded).returncode == 3
+    assert state(graded)["scores"] == reference["scores"]
+
+
+@pytest.mark.parametrize(
+    ("config", "args", "said"),
+    [
+        (NO_BWRAP, ["--force"], "bubblewrap executable '/nonexistent/bwrap' not found"),
+        ("\nc.Exchange.root = (\n", [], "nbgrader_config.py cannot be loaded: SyntaxError"),
+        ("\nraise ValueError('typo')\n", [], "nbgrader_config.py cannot be loaded: ValueError"),
+        ("", ["no_such_assignment"], "unknown assignment(s) no_such_assignment"),
+    ],
+    ids=["no sandbox", "syntax error in config", "config raises", "unknown assignment"],
+)
+def test_a_refused_run_says_why_and_changes_nothing(graded, config, args, said):
+    add_config(graded, config)
+    before = snapshot(graded)
+    refused = run_grade(graded, *args)
+    assert refused.returncode == 1
+    assert said in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert snapshot(graded) == before
+
+
+def test_a_second_run_is_refused_while_one_holds_the_lock(graded):
+    before = snapshot(graded)
+    with (graded / "gradebook.db.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        refused = run_grade(graded, "--force")
+    assert refused.returncode == 1
+    assert "another grading run holds" in refused.stderr
+    assert snapshot(graded) == before
+
+
+@pytest.mark.root
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+def test_a_full_disk_is_refused_before_anything_is_written(graded, tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", disk], check=True)
+    try:
+        course = disk / "course"
+        subprocess.run(["cp", "-a", graded, course], check=True)
+        with pytest.raises(OSError, match="No space"):
+            _fill(disk / "filler")
+        before = snapshot(course)
+        refused = run_grade(course, "--force")
+        assert refused.returncode == 1
+        assert f"cannot write in {course}" in refused.stderr
+        assert snapshot(course) == before
+    finally:
+        subprocess.run(["umount", "-l", disk], check=True)
+
+
+def _fill(path: Path) -> None:
+    """Write zeros to a file until the filesystem is full."""
+    with path.open("wb") as filler:
+        while True:
+            filler.write(b"\0" * 1024**2)
+            filler.flush()
+
+
+def test_a_writing_run_backs_the_gradebook_up_and_keeps_five(graded, reference):
+    backups = graded / "gradebook-backups"
+    assert len(list(backups.glob("*.db"))) == 1  # the reference's own run
+    for _ in range(5):
+        done = run_grade(graded, "--force", "--jobs", "2")
+        assert done.returncode == 3
+    kept = sorted(backups.glob("gradebook-*.db"))
+    assert len(kept) == 5
+    assert f"gradebook backed up to {kept[-1]}" in done.stdout
+    assert state(graded) == reference
+
+
+def test_an_unchanged_class_is_not_backed_up_again(graded):
+    done = run_grade(graded)
+    assert done.returncode == 3
+    assert "backed up" not in done.stdout
+    assert len(list((graded / "gradebook-backups").glob("*.db"))) == 1
+
+
+@pytest.mark.parametrize(("nth", "passes"), [(1, 0), (3, 2)])
+def test_a_crash_point_kills_on_its_nth_pass(nth, passes):
+    code = (
+        "from nncourse import crashpoints\n"
+        "for _ in range(5):\n"
+        "    crashpoints.reached('elsewhere')\n"
+        "    crashpoints.reached('here')\n"
+        "    print('passed', flush=True)\n"
+    )
+    env = {**os.environ, "NNCOURSE_CRASH_AT": f"here:{nth}"}
+    run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
+    assert run.returncode == -signal.SIGKILL
+    assert run.stdout.count("passed") == passes
