@@ -105,7 +105,7 @@ def state(course: Path) -> dict[str, Any]:
         folder = course / "autograded" / student / ASSIGNMENT
         record = json.loads((folder / RECORD_FILE).read_text())
         feedback = course / "feedback" / student / ASSIGNMENT / "simple_neural_network.html"
-        records[student] = (record["status"], record["feedback"], feedback.exists())
+        records[student] = (record["status"], record.get("feedback"), feedback.exists())
     with (course / "reports" / "grades.csv").open() as handle:
         grades = sorted(map(tuple, csv.reader(handle)))
     return {
