@@ -14,6 +14,7 @@ from pathlib import Path
 from nbgrader.api import Gradebook, MissingEntry
 from nbgrader.coursedir import CourseDirectory
 from tqdm import tqdm
+from traitlets.config import Config
 
 from nncourse import autograde, crashpoints, durable
 from nncourse.autograde import MISSING, NEEDS_ATTENTION, UNGRADABLE, Outcome, Task
@@ -66,7 +67,7 @@ def grade_class(
         return _grade(course, config, assignments, jobs or os.cpu_count() or 1, force, progress)
 
 
-def load_config(course_root: Path):
+def load_config(course_root: Path) -> Config:
     """The course's configuration, or a refusal naming the file that cannot be loaded."""
     try:
         return autograde.load_config(course_root)
@@ -123,7 +124,7 @@ def _grade(
     return _results(course, outcomes, regraded)
 
 
-def preflight(course: CourseDirectory, config, needs_sandbox: bool) -> None:
+def preflight(course: CourseDirectory, config: Config, needs_sandbox: bool) -> None:
     """Refuse, changing nothing, a run that could not finish: no sandbox, no room to write."""
     try:
         if needs_sandbox:
