@@ -11,9 +11,11 @@ from course_copy import copy_course
 
 pytestmark = [pytest.mark.kernels, pytest.mark.sandbox]
 
-# Lines a library writes for its developers, not for an instructor: a log record or Python
-# warning of any level from a library, a traceback.
-NOISE = re.compile(r"WARNING|Warning:|Traceback|\[\w+App\]|SAWarning|DeprecationWarning")
+# What a library writes for its developers, not for an instructor: a Python warning, a log
+# record of a library's logger, a traceback.
+NOISE = re.compile(
+    r"WARNING|Warning:|Traceback|\[\w+App\]|\b(traitlets|nbclient|nbconvert|nbgrader|jupyter_\w+): "
+)
 
 
 def _nncourse(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
