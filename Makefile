@@ -1,5 +1,6 @@
-# nn-fundamentals course. From a fresh clone, `make test` and `make demo` need nothing
-# but python3.11 and the package registries: they create .venv first.
+# nn-fundamentals course. From a fresh clone, `make demo`, `make test` and `make test-fast`
+# need nothing but python3.11, make, npm and the package registries: they create .venv
+# first, and `make test` installs what the browser and hub tests need (tests/system-deps).
 
 PYTHON ?= python3.11
 VENV := .venv
@@ -7,7 +8,7 @@ BIN := $(VENV)/bin
 # Touched once .venv matches requirements.txt and pyproject.toml; make compares times.
 STAMP := $(VENV)/.installed
 
-.PHONY: venv build test lint demo grade bench clean distclean
+.PHONY: venv build test test-fast system-deps lint demo grade bench clean distclean
 
 venv: $(STAMP)
 
@@ -31,8 +32,19 @@ lint: venv
 # subprocesses, so running them on both cores of a 2-core machine roughly halves the
 # wall time; every test works in its own tmp dir and gradebook, so they can run side by
 # side. Any non-zero pytest status fails make, "no tests collected" (5) included.
-test: venv lint
+test: venv lint system-deps
 	$(BIN)/pytest -n auto --dist loadgroup
+
+# Chromium and acl from Debian (as root; otherwise it prints the command and fails) and
+# JupyterHub's proxy from npm into .venv/node.
+system-deps: venv
+	tests/system-deps $(VENV)
+
+# What a contributor runs while editing: the unit tests and the course's math, in seconds.
+# No kernel, sandbox, database, browser, hub or root; `make test` runs everything.
+FAST := not (kernels or sandbox or postgres or browser or hub or root)
+test-fast: venv lint
+	$(BIN)/pytest -m "$(FAST)"
 
 demo: venv
 	$(BIN)/nncourse demo

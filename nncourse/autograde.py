@@ -677,9 +677,11 @@ def _worker_init(grader: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[name] = "1"
-    # nbgrader warns for every restored grade cell that its checksum changed: it stores the
-    # checksum with the hidden tests, so every submission differs. Only errors are news here.
-    logging.getLogger("traitlets").setLevel(logging.ERROR)
+    # nbgrader warns for every restored grade cell that its checksum changed (it stores the
+    # checksum with the hidden tests, so every submission differs), and nbclient logs a dead
+    # kernel as an error: what a worker meets becomes the submission's outcome, which the
+    # summary states in the instructor's terms.
+    logging.getLogger("traitlets").setLevel(logging.CRITICAL)
 
 
 def run_parallel(tasks: list[Task], jobs: int, on_done: Callable[[Outcome], None]) -> None:

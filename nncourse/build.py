@@ -23,6 +23,7 @@ import logging
 import os
 import platform
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -33,6 +34,7 @@ from pathlib import Path
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 from nbformat import NotebookNode
+from traitlets.config import Config
 
 from nncourse import notebooks
 
@@ -151,6 +153,10 @@ def build_assignment(
             figures[name] = png
     write_figures(source_dir / FIGURES_DIR, figures, course_root)
 
+    for folder in (RELEASE_DIR, SOLUTIONS_DIR):
+        # Generated whole from source/: emptied first, so nbgrader has nothing to warn about
+        # removing (its WARNING on every build reads as if something went wrong).
+        shutil.rmtree(course_root / folder / assignment, ignore_errors=True)
     for command in ("generate_assignment", "generate_solution"):
         run_nbgrader(course_root, command, assignment, db_url=db_url, verbose=verbose)
 
@@ -208,19 +214,30 @@ def check_every_grade_cell_judged(nb: NotebookNode, assignment: str, *, label: s
     log.warning(message)
 
 
+def _ipc_kernel(sockets: str) -> dict[str, str]:
+    """Kernel settings for Unix sockets in a private folder instead of TCP on localhost."""
+    # No port to race for, and nothing on the network that the kernel would warn about
+    # ("Kernel is running over TCP without encryption", on every build).
+    return {"transport": "ipc", "ip": os.path.join(sockets, "kernel")}
+
+
 def execute_notebook(nb: NotebookNode, *, cwd: Path, label: str) -> NotebookNode:
     """Execute ``nb`` with ``cwd`` as working directory; raise BuildError naming a failing cell."""
-    client = NotebookClient(
-        nb,
-        timeout=CELL_TIMEOUT,
-        # Timing metadata would differ on every run; we never want it.
-        record_timing=False,
-        resources={"metadata": {"path": str(cwd)}},
-    )
-    try:
-        client.execute()
-    except CellExecutionError as exc:
-        raise BuildError(f"{label}: a cell raised while executing the solution:\n{exc}") from exc
+    with tempfile.TemporaryDirectory(prefix="nncourse-kernel-") as sockets:
+        client = NotebookClient(
+            nb,
+            config=Config({"KernelManager": _ipc_kernel(sockets)}),
+            timeout=CELL_TIMEOUT,
+            # Timing metadata would differ on every run; we never want it.
+            record_timing=False,
+            resources={"metadata": {"path": str(cwd)}},
+        )
+        try:
+            client.execute()
+        except CellExecutionError as exc:
+            raise BuildError(
+                f"{label}: a cell raised while executing the solution:\n{exc}"
+            ) from exc
     return nb
 
 
@@ -304,7 +321,9 @@ def run_nbgrader(
     if db_url:
         argv.append(f"--CourseDirectory.db_url={db_url}")
     log.info("running nbgrader %s %s", command, assignment)
-    result = subprocess.run(argv, cwd=course_root, check=False)
+    with tempfile.TemporaryDirectory(prefix="nncourse-kernel-") as sockets:
+        argv += [f"--KernelManager.{k}={v}" for k, v in _ipc_kernel(sockets).items()]
+        result = subprocess.run(argv, cwd=course_root, check=False)
     if result.returncode != 0:
         raise BuildError(f"nbgrader {command} {assignment} failed (exit {result.returncode})")
 

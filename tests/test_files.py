@@ -23,7 +23,11 @@ from traitlets.config import Config
 from nncourse.files import Folder, Refused, TooLarge
 from nncourse.sandbox import KernelTimeLimitExceeded, SandboxedExecute
 
-pytestmark = pytest.mark.xdist_group("hostile_class")  # the worker that grades the class
+pytestmark = [
+    pytest.mark.kernels,
+    pytest.mark.sandbox,
+    pytest.mark.xdist_group("hostile_class"),  # the worker that grades the class
+]
 
 # --- the safe reader on its own ---------------------------------------------------------------
 

@@ -109,6 +109,9 @@ DETAILS_MARK = getattr(checks, "DETAILS_MARK", "[details for the instructor]")
 # Building and grading the class
 
 
+pytestmark = [pytest.mark.kernels, pytest.mark.sandbox]
+
+
 def _environment(scratch: Path) -> dict[str, str]:
     """Environment for nbgrader: this venv first on PATH, no developer Jupyter/IPython config."""
     for name in ("jupyter-config", "ipython"):

@@ -29,7 +29,11 @@ from nncourse import grade
 from nncourse.inert import printable
 
 # The tests of the class run in the pytest-xdist worker that grades it (`--dist loadgroup`).
-pytestmark = pytest.mark.xdist_group("hostile_class")
+pytestmark = [
+    pytest.mark.kernels,
+    pytest.mark.sandbox,
+    pytest.mark.xdist_group("hostile_class"),
+]
 
 
 def test_the_suite_has_at_least_75_cases_and_no_name_twice():

@@ -29,16 +29,16 @@ import nbformat
 import pytest
 from active_content import PAYLOADS, active_parts, cell
 from hostile_class import ASSIGNMENT, HTML_FILE, HTML_ID, MARK, payload_js
-from hub_browser import CHROMIUM, free_ports, launch
+from hub_browser import free_ports, launch
 from nbconvert import HTMLExporter
 from nbgrader.api import Gradebook
 
 from nncourse.inert import safe_student_id
 
 pytestmark = [
-    pytest.mark.skipif(
-        not os.access(CHROMIUM, os.X_OK), reason=f"{CHROMIUM} is missing (apt-get install chromium)"
-    ),
+    pytest.mark.kernels,
+    pytest.mark.sandbox,
+    pytest.mark.browser,
     pytest.mark.xdist_group("hostile_class"),  # the worker that grades the class
 ]
 

@@ -22,6 +22,9 @@ print(json.dumps({
 """
 
 
+pytestmark = pytest.mark.kernels
+
+
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     """The master notebook, executed with its solutions and hidden tests in a copy of its folder."""

@@ -23,6 +23,9 @@ ASSIGNMENT = "simple_nn"
 NBGRADER = str(Path(sys.executable).parent / "nbgrader")
 
 
+pytestmark = [pytest.mark.kernels, pytest.mark.sandbox]
+
+
 def make_course(folder: Path, extra_config: str = "") -> Path:
     """A course with the real source and config, its release generated, and no submissions yet."""
     shutil.copytree(ROOT / "source", folder / "source")
@@ -223,6 +226,7 @@ def test_parallel_grades_equal_sequential_nbgrader(tmp_path):
     assert parallel == sequential
 
 
+@pytest.mark.postgres
 def test_postgresql_gradebook(tmp_path):
     with postgres_server() as url:
         course = make_course(tmp_path, f"\nc.CourseDirectory.db_url = {url!r}\n")

@@ -32,6 +32,7 @@ from nncourse.sandbox import (
     SandboxedKernelManager,
     SandboxUnavailable,
     check_sandbox,
+    find_bwrap,
 )
 
 REPO = Path(nncourse.__file__).resolve().parent.parent
@@ -41,6 +42,9 @@ KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python
 # --------------------------------------------------------------------------------------------
 # Helpers
 # --------------------------------------------------------------------------------------------
+
+
+pytestmark = [pytest.mark.kernels, pytest.mark.sandbox]
 
 
 def run(
@@ -533,7 +537,7 @@ def test_refused_namespaces_are_reported(outer_flags: list[str], reason: str) ->
         "try:\n    check_sandbox()\nexcept SandboxUnavailable as err:\n    print(err)\n"
         "else:\n    print('available')"
     )
-    outer = ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
+    outer = [find_bwrap(), "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc"]
     outer += ["--tmpfs", "/tmp", "--unshare-user", "--unshare-pid", "--die-with-parent"]
     outer += ["--ro-bind", str(REPO), str(REPO)]  # back over the tmpfs if checked out in /tmp
     result = subprocess.run(

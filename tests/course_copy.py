@@ -1,0 +1,23 @@
+"""A copy of the course in a temporary folder, for the tests that build, grade or demo it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+COURSE_ROOT = Path(__file__).resolve().parents[1]
+# Folders the build writes to: source/ too (it normalises notebooks and writes figures),
+# and nncourse.references.export() writes the reference solutions into the package.
+GENERATED_DIRS = ("source", "release", "solutions", "nncourse/reference_solutions")
+# Editor and interpreter droppings are nobody's output; never copy or compare them.
+IGNORED_PATTERNS = ("__pycache__", ".ipynb_checkpoints", "*.pyc")
+
+
+def copy_course(dest: Path, extra: tuple[str, ...] = ()) -> None:
+    """Copy what the build reads and writes (no gradebook, no student work) into ``dest``."""
+    for top in ("nncourse", *GENERATED_DIRS, *extra):
+        if (COURSE_ROOT / top).is_dir() and not (dest / top).exists():
+            shutil.copytree(
+                COURSE_ROOT / top, dest / top, ignore=shutil.ignore_patterns(*IGNORED_PATTERNS)
+            )
+    shutil.copy2(COURSE_ROOT / "nbgrader_config.py", dest / "nbgrader_config.py")
