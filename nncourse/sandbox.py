@@ -120,12 +120,16 @@ DEFAULT_PASS_ENV = [
 # kernel's cgroups and sets resource limits, then execs bwrap. A separate process instead of
 # Popen(preexec_fn=...), which is unsafe in a process that has threads (pyzmq, asyncio).
 _LAUNCHER = """\
-import os, resource, sys
+import ctypes, os, resource, sys
 args = sys.argv[1:]
 end = args.index("--")
 for item in args[:end]:
     kind, _, value = item.partition("=")
-    if kind == "cgroup":
+    if kind == "parent":  # SIGKILL with the manager's process (PR_SET_PDEATHSIG) until bwrap's own
+        ctypes.CDLL(None).prctl(1, 9, 0, 0, 0)
+        if os.getppid() != int(value):
+            os._exit(1)
+    elif kind == "cgroup":
         with open(value, "w") as f:
             f.write(str(os.getpid()))
     else:
@@ -843,7 +847,10 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     def _launcher_command(self, command: list[str]) -> list[str]:
         """Prefix command with the launcher that joins the cgroup and sets rlimits."""
-        settings = [f"cgroup={f}" for f in (self._cgroup.procs_files if self._cgroup else [])]
+        # A grading process killed before bwrap runs (and takes --die-with-parent) would
+        # otherwise leave the launcher to start an orphan kernel.
+        settings = [f"parent={os.getpid()}"]
+        settings += [f"cgroup={f}" for f in (self._cgroup.procs_files if self._cgroup else [])]
         if self.address_space_limit:
             settings.append(f"RLIMIT_AS={self.address_space_limit}")
         if self.file_size_limit:

@@ -27,13 +27,19 @@ from nncourse.autograde import RECORD_FILE
 STUDENTS = ["alice", "bob", "carol", "dan"]
 # The test's own processes carry this variable: the grader, its workers and their kernels.
 MARK = "NNCOURSE_TEST_RUN"
+# The sandbox passes kernels only the variables it is told to: the mark among them.
+CONFIG = f"""
+import os
+c.Execute.timeout = 10
+c.SandboxedKernelManager.extra_env = {{"{MARK}": os.environ.get("{MARK}", "")}}
+"""
 _built: dict[str, Path] = {}  # the session's class, ungraded and graded: built once
 
 
 def _class(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The class, ungraded: alice 28, bob and carol lose different cells, dan is not a notebook."""
     if "class" not in _built:
-        course = make_course(tmp_path_factory.mktemp("crash-class"), "\nc.Execute.timeout = 10\n")
+        course = make_course(tmp_path_factory.mktemp("crash-class"), CONFIG)
         submit(course, "alice", correct())
         submit(course, "bob", mistake("fails_gradient_descent_wrong_sign"))
         submit(course, "carol", mistake("fails_relu_derivative_one_at_zero"))
