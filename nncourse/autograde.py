@@ -697,6 +697,22 @@ def run_parallel(tasks: list[Task], jobs: int, on_done: Callable[[Outcome], None
     # Every worker judges with the same plans: record them once, here, and fork them along.
     for grade_id in checks.CHECKS:
         calls.plan(grade_id)
+    durable.adopt_orphans()
+    before = durable.children()  # a caller's own (a test's database server, say)
+    try:
+        _run_pools(tasks, jobs, on_done, context)
+    finally:
+        # Every worker is gone by now: any other new child is an orphaned sandbox, adopted.
+        durable.stop_children(spare=before)
+
+
+def _run_pools(
+    tasks: list[Task],
+    jobs: int,
+    on_done: Callable[[Outcome], None],
+    context: multiprocessing.context.BaseContext,
+) -> None:
+    """run_parallel's pools: all tasks, then those of a broken pool one at a time."""
     pending, alone = list(tasks), False
     while pending:
         broken = []

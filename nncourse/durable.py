@@ -132,3 +132,38 @@ def die_with_parent(parent: int) -> None:
         raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
     if os.getppid() != parent:  # the parent died before the request was made
         os._exit(1)
+
+
+PR_SET_CHILD_SUBREAPER = 36  # from <linux/prctl.h>
+
+
+def adopt_orphans() -> None:
+    """Become the parent of this process's orphaned descendants (PR_SET_CHILD_SUBREAPER).
+
+    A grading worker killed mid-kernel can leave a sandbox process whose own parent-death
+    signal did not fire; adopted, it is found and stopped by stop_children.
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_CHILD_SUBREAPER) failed")
+
+
+def children() -> set[int]:
+    """This process's child processes, from /proc."""
+    me, found = str(os.getpid()), set()
+    for entry in Path("/proc").iterdir():
+        try:
+            if (entry / "stat").read_text().rsplit(")", 1)[1].split()[1] == me:
+                found.add(int(entry.name))
+        except (OSError, IndexError):
+            continue  # not a process, or gone
+    return found
+
+
+def stop_children(spare: set[int]) -> None:
+    """SIGKILL and reap every child process but those spared, adopted orphans included."""
+    for pid in children() - spare:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
