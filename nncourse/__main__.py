@@ -72,8 +72,11 @@ def _run_grade(args: argparse.Namespace) -> int:
         )
     except KeyboardInterrupt as stopped:
         saved = str(stopped) or "what was graded before it is saved in the gradebook"
-        print(f"\nnncourse grade: interrupted; {saved}. Rerun `make grade` to resume.")
-        return 130
+        print(f"\nnncourse grade: interrupted; {saved}. Rerun `make grade` to resume.", flush=True)
+        sys.stderr.flush()
+        # Everything kept is committed and renamed. A normal exit would join the stopped
+        # process pool's threads, which can wait forever for workers that were killed.
+        os._exit(130)
     workflow.print_run(run)
     return run.exit_status
 

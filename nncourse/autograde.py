@@ -716,30 +716,32 @@ def _run_pools(
     pending, alone = list(tasks), False
     while pending:
         broken = []
-        with concurrent.futures.ProcessPoolExecutor(
+        pool = concurrent.futures.ProcessPoolExecutor(
             1 if alone else jobs,
             mp_context=context,
             initializer=_worker_init,
             initargs=(os.getpid(),),
-        ) as pool:
+        )
+        try:
             futures = {pool.submit(execute_submission, task): task for task in pending}
             crashpoints.reached("pool-started")
-            try:
-                for future in concurrent.futures.as_completed(futures):
-                    task = futures[future]
-                    try:
-                        outcome = future.result()
-                    except concurrent.futures.process.BrokenProcessPool:
-                        broken.append(task)
-                        continue
-                    except Exception as error:  # noqa: BLE001 - one failure must not stop the batch
-                        outcome = _grading_failed(task, error)
-                    on_done(outcome)
-            except BaseException:
-                # Stopped (Ctrl-C, SIGTERM, a failed save): the workers and their kernels go
-                # now, instead of the pool waiting for every submission to finish.
-                compat.kill_pool(pool)
-                raise
+            for future in concurrent.futures.as_completed(futures):
+                task = futures[future]
+                try:
+                    outcome = future.result()
+                except concurrent.futures.process.BrokenProcessPool:
+                    broken.append(task)
+                    continue
+                except Exception as error:  # noqa: BLE001 - one failure must not stop the batch
+                    outcome = _grading_failed(task, error)
+                on_done(outcome)
+        except BaseException:
+            # Stopped (Ctrl-C, SIGTERM, a failed save): the workers and their kernels go now.
+            # Not `with pool`: its exit waits for the pool's threads, which can hang on the
+            # queues of killed workers.
+            compat.kill_pool(pool)
+            raise
+        pool.shutdown()
         if alone:
             for task in broken:
                 on_done(_grading_failed(task, RuntimeError("its grading process died")))

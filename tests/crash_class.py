@@ -123,6 +123,16 @@ def state(course: Path) -> dict[str, Any]:
     }
 
 
+def finish(grader: subprocess.Popen, seconds: float) -> tuple[str, str]:
+    """A running grader's output once it ends; killed, and the test failed, if it does not."""
+    try:
+        return grader.communicate(timeout=seconds)
+    except subprocess.TimeoutExpired:
+        grader.kill()
+        grader.wait()
+        raise AssertionError(f"the grader did not finish within {seconds} s") from None
+
+
 def processes(mark: str) -> list[int]:
     """Processes that carry the mark in their environment (read from /proc, as root)."""
     found = []

@@ -11,6 +11,7 @@ import subprocess
 import pytest
 from crash_class import (  # noqa: F401 - the *_fixture names are fixtures
     environment,
+    finish,
     gone,
     grade_command,
     graded_fixture,
@@ -69,7 +70,7 @@ def test_ctrl_c_or_sigterm_stops_cleanly_and_a_rerun_resumes(ungraded, reference
     ) as grader:
         wait_for(lambda: kernels(env["NNCOURSE_TEST_RUN"]))
         grader.send_signal(how)
-        out, err = grader.communicate(timeout=60)
+        out, err = finish(grader, 60)
     assert grader.returncode == 130, err[-2000:]
     said = [line for line in out.splitlines() if "interrupted" in line]
     assert len(said) == 1
@@ -87,7 +88,7 @@ def test_a_killed_kernel_fails_one_student_and_the_batch_finishes(ungraded, refe
     ) as grader:
         victim = wait_for(lambda: kernels(env["NNCOURSE_TEST_RUN"]))[-1]
         os.kill(victim, signal.SIGKILL)
-        out, err = grader.communicate(timeout=300)
+        out, err = finish(grader, 300)
     assert grader.returncode == 3, err[-2000:]
     records = state(ungraded)["records"]
     crashed = [student for student, (status, *_) in records.items() if status == "crashed"]
@@ -107,7 +108,7 @@ def test_a_killed_worker_process_is_retried_and_nobody_else_is_affected(ungraded
             return [chain[chain.index(grader.pid) - 1] for chain in chains if grader.pid in chain]
 
         os.kill(wait_for(busy_workers)[0], signal.SIGKILL)
-        out, err = grader.communicate(timeout=300)
+        out, err = finish(grader, 300)
     assert grader.returncode == 3, err[-2000:]
     assert gone(env["NNCOURSE_TEST_RUN"])
     assert state(ungraded) == reference
