@@ -64,10 +64,9 @@ def run_lock(course_root: Path, db_url: str) -> Iterator[Path]:
 
 
 def check_writable(folders: list[Path], database: Path | None) -> None:
-    """Refuse a run that could not write its files: each folder must take a file, with room."""
+    """Refuse a run that could not write its files: each (existing) folder must take a file."""
     need = SPARE_BYTES + (database.stat().st_size if database and database.exists() else 0)
     for folder in folders:
-        folder.mkdir(parents=True, exist_ok=True)
         try:
             free = shutil.disk_usage(folder).free
             if free < need:

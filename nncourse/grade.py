@@ -242,7 +242,8 @@ def _plan(
         record
         and record["digest"] == digest
         and not record.get("retry")
-        and record.get("submission_id") == _submission_id(gb, student, assignment)
+        and record.get("submission_id")
+        and record["submission_id"] == _submission_id(gb, student, assignment)
     )
     if not force and unchanged:
         return Outcome(
