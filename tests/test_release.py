@@ -1,11 +1,9 @@
 """The untouched release runs top to bottom: only the students' functions fail, each by name."""
 
 import re
-import shutil
 
-import nbformat
 import pytest
-from nbclient import NotebookClient
+from course_copy import execute_in_copy
 
 from nncourse import references
 
@@ -23,17 +21,7 @@ pytestmark = pytest.mark.kernels
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     """The release notebook, executed untouched with allow_errors, as a student's first Run All."""
-    folder = tmp_path_factory.mktemp("release")
-    shutil.copytree(RELEASE.parent, folder, dirs_exist_ok=True)
-    nb = nbformat.read(RELEASE, as_version=4)
-    NotebookClient(
-        nb,
-        timeout=120,
-        kernel_name="python3",
-        allow_errors=True,
-        resources={"metadata": {"path": str(folder)}},
-    ).execute()
-    return nb
+    return execute_in_copy(RELEASE, tmp_path_factory.mktemp("release"), allow_errors=True)
 
 
 def _nbgrader(cell) -> dict:
