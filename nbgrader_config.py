@@ -6,12 +6,16 @@ load this file and check the preprocessor list against nbgrader's own default.
 """
 
 from nbgrader.preprocessors import (
+    CheckCellMetadata,
     ClearHiddenTests,
     ClearMarkScheme,
     ClearOutput,
+    ComputeChecksums,
     Execute,
     IncludeHeaderFooter,
+    InstantiateTests,
     LockCells,
+    SaveCells,
 )
 
 c = get_config()  # noqa: F821  (provided by traitlets when it loads this file)
@@ -36,6 +40,28 @@ c.GenerateSolution.preprocessors = [
     ClearMarkScheme,
     ClearHiddenTests,
     Execute,
+]
+
+# generate_assignment writes the release. Each solution region becomes
+# `raise NotImplementedError("implement <function>")` instead of nbgrader's bare
+# `raise NotImplementedError()`, so that a test cell run before its function is written says
+# which function it waits for (nncourse/stubs.py). Otherwise this is nbgrader 0.9.6's
+# default list.
+from nncourse.stubs import NamedStubs  # noqa: E402
+
+c.GenerateAssignment.preprocessors = [
+    IncludeHeaderFooter,
+    InstantiateTests,
+    LockCells,
+    NamedStubs,
+    ClearOutput,
+    CheckCellMetadata,
+    ComputeChecksums,
+    SaveCells,
+    ClearHiddenTests,
+    ClearMarkScheme,
+    ComputeChecksums,
+    CheckCellMetadata,
 ]
 
 # A student who deletes a grade cell (or its hidden tests with it) would otherwise get
@@ -112,7 +138,6 @@ c.Execute.extra_arguments = ["--HistoryManager.hist_file=:memory:"]
 from nbconvert.preprocessors import ClearMetadataPreprocessor  # noqa: E402
 from nbgrader.preprocessors import (  # noqa: E402
     AssignLatePenalties,
-    CheckCellMetadata,
     IgnorePattern,
     LimitOutput,
     SaveAutoGrades,

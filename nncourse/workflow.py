@@ -82,8 +82,9 @@ def _write_outputs(
 
 def _write_feedback(course: CourseDirectory, config, results: list[grade.StudentResult]) -> dict:
     """Feedback pages by nbgrader's generate_feedback (no hidden tests), for what was regraded."""
-    # Creating the API checks the exchange, which the instructor's grading does not use.
-    logging.getLogger("traitlets").setLevel(logging.ERROR)
+    # Creating the API checks the exchange, which the instructor's grading does not use: on a
+    # machine without one it logs "Unwritable directory, please contact your instructor".
+    logging.getLogger("traitlets").setLevel(logging.CRITICAL)
     api = NbGraderAPI(coursedir=course, config=config)
     api.log.setLevel(logging.ERROR)  # it logs every file it copies; our summary says what matters
     pages = {}

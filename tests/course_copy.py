@@ -21,3 +21,25 @@ def copy_course(dest: Path, extra: tuple[str, ...] = ()) -> None:
                 COURSE_ROOT / top, dest / top, ignore=shutil.ignore_patterns(*IGNORED_PATTERNS)
             )
     shutil.copy2(COURSE_ROOT / "nbgrader_config.py", dest / "nbgrader_config.py")
+
+
+def execute_in_copy(notebook: Path, folder: Path, *, allow_errors: bool = False, extra: str = ""):
+    """Execute a course notebook in a copy of its folder (so its figures resolve); return it.
+
+    ``extra`` is the source of a cell appended after the notebook's own: it runs last.
+    """
+    import nbformat
+    from nbclient import NotebookClient
+
+    shutil.copytree(notebook.parent, folder, dirs_exist_ok=True)
+    nb = nbformat.read(notebook, as_version=4)
+    if extra:
+        nb.cells.append(nbformat.v4.new_code_cell(extra))
+    NotebookClient(
+        nb,
+        timeout=120,
+        kernel_name="python3",
+        allow_errors=allow_errors,
+        resources={"metadata": {"path": str(folder)}},
+    ).execute()
+    return nb

@@ -156,6 +156,14 @@ def test_nbgrader_config_names_real_traits() -> None:
     )
     assert config.GenerateSolution.preprocessors == expected
 
+    # The release: nbgrader's own list, with a ClearSolutions whose stub names its function.
+    from nncourse.stubs import NamedStubs
+
+    default = nbgrader.converters.GenerateAssignment.class_traits()["preprocessors"].default()
+    clear = nbgrader.preprocessors.ClearSolutions
+    expected = [NamedStubs if step is clear else step for step in default]
+    assert config.GenerateAssignment.preprocessors == expected
+
 
 # --- the build itself, on a toy course made here --------------------------------------
 
