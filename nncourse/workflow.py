@@ -83,9 +83,12 @@ def _write_outputs(
 def _write_feedback(course: CourseDirectory, config, results: list[grade.StudentResult]) -> dict:
     """Feedback pages by nbgrader's generate_feedback (no hidden tests), for what was regraded."""
     # Creating the API checks the exchange, which the instructor's grading does not use: on a
-    # machine without one it logs "Unwritable directory, please contact your instructor".
-    logging.getLogger("traitlets").setLevel(logging.CRITICAL)
+    # machine without one it logs, as fatal, "Unwritable directory, please contact your
+    # instructor". Silenced for that moment only; errors of the steps below are still shown.
+    traitlets_log = logging.getLogger("traitlets")
+    traitlets_log.setLevel(logging.CRITICAL + 1)
     api = NbGraderAPI(coursedir=course, config=config)
+    traitlets_log.setLevel(logging.ERROR)
     api.log.setLevel(logging.ERROR)  # it logs every file it copies; our summary says what matters
     pages = {}
     for r in results:
