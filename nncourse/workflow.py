@@ -84,12 +84,12 @@ def _write_feedback(course: CourseDirectory, config, results: list[grade.Student
     """Feedback pages by nbgrader's generate_feedback (no hidden tests), for what was regraded."""
     # Creating the API checks the exchange, which the instructor's grading does not use: on a
     # machine without one it logs, as fatal, "Unwritable directory, please contact your
-    # instructor". Silenced for that moment only; errors of the steps below are still shown.
-    traitlets_log = logging.getLogger("traitlets")
-    traitlets_log.setLevel(logging.CRITICAL + 1)
-    api = NbGraderAPI(coursedir=course, config=config)
-    traitlets_log.setLevel(logging.ERROR)
-    api.log.setLevel(logging.ERROR)  # it logs every file it copies; our summary says what matters
+    # instructor". The API logs to a logger of ours, silent for that check; then only errors
+    # pass (it logs every file it copies; our summary says what matters).
+    api_log = logging.getLogger("nncourse.nbgrader")
+    api_log.setLevel(logging.CRITICAL + 1)
+    api = NbGraderAPI(coursedir=course, config=config, log=api_log)
+    api_log.setLevel(logging.ERROR)
     pages = {}
     for r in results:
         if r.status in (MISSING, UNGRADABLE):
