@@ -8,6 +8,7 @@ import sys
 import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
 
 
 def _add_build(subparsers: argparse._SubParsersAction) -> None:
@@ -64,21 +65,32 @@ def _run_grade(args: argparse.Namespace) -> int:
     """Grade the class and print the summary."""
     from nncourse import workflow
 
+    run = _resumable(
+        lambda: workflow.grade_and_report(
+            args.root, args.assignments, jobs=args.jobs, force=args.force
+        ),
+        rerun="make grade",
+    )
+    workflow.print_run(run)
+    return run.exit_status
+
+
+T = TypeVar("T")
+
+
+def _resumable(step: Callable[[], T], rerun: str) -> T:
+    """Run a grading step; on Ctrl-C or SIGTERM say in one line what was kept, and exit 130."""
     # SIGTERM stops a run as Ctrl-C does: workers and kernels killed, the gradebook consistent.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
-        run = workflow.grade_and_report(
-            args.root, args.assignments, jobs=args.jobs, force=args.force
-        )
+        return step()
     except KeyboardInterrupt as stopped:
         saved = str(stopped) or "what was graded before it is saved in the gradebook"
-        print(f"\nnncourse grade: interrupted; {saved}. Rerun `make grade` to resume.", flush=True)
+        print(f"\nnncourse: interrupted; {saved}. Rerun `{rerun}` to resume.", flush=True)
         sys.stderr.flush()
         # Everything kept is committed and renamed. A normal exit would join the stopped
         # process pool's threads, which can wait forever for workers that were killed.
         os._exit(130)
-    workflow.print_run(run)
-    return run.exit_status
 
 
 def _add_demo(subparsers: argparse._SubParsersAction) -> None:
@@ -97,7 +109,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     """Run the demo on the bundled example class."""
     from nncourse.demo import run_demo
 
-    return run_demo(args.root, args.jobs)
+    return _resumable(lambda: run_demo(args.root, args.jobs), rerun="make demo")
 
 
 class PrintableFormatter(logging.Formatter):
