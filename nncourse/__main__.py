@@ -72,6 +72,8 @@ def _run_grade(args: argparse.Namespace) -> int:
         rerun="make grade",
     )
     workflow.print_run(run)
+    if run.exit_status:
+        print("Some students need attention (see above); exit status", run.exit_status)
     return run.exit_status
 
 

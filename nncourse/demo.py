@@ -102,4 +102,8 @@ def run_demo(course_root: Path, jobs: int | None = None) -> int:
     run = workflow.grade_and_report(course_root, [ASSIGNMENT], jobs=jobs)
     workflow.print_run(run, scores=True)
     # The demo class has broken submissions on purpose: that it flags them is the point.
+    print(
+        "The example class holds broken and mistaken submissions on purpose: the students "
+        "listed under 'needs attention' show what the grader flags. Demo finished."
+    )
     return 0

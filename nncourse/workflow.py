@@ -126,5 +126,3 @@ def print_run(run: RunResult, scores: bool = False) -> None:
     print(f"grade cells: {run.cells_csv}")
     for path in run.reports:
         print(f"report:      {path}")
-    if run.exit_status:
-        print("Some students need attention (see above); exit status", run.exit_status)

@@ -38,6 +38,7 @@ def test_the_demo_ends_well_and_grading_alone_still_says_attention(tmp_path: Pat
     output = demo.stdout + demo.stderr
     assert demo.returncode == 0, output[-3000:]
     assert "needs attention:" in output
+    assert "exit status" not in output, "the demo exits 0: it must not announce another status"
     assert re.search(r"ida\s+ungradable", output), "the broken notebook is not flagged"
     assert (tmp_path / "reports" / "simple_nn_report.html").is_file()
     noise = [line for line in output.splitlines() if NOISE.search(line)]
@@ -45,4 +46,5 @@ def test_the_demo_ends_well_and_grading_alone_still_says_attention(tmp_path: Pat
 
     again = _nncourse(tmp_path, "grade")
     assert again.returncode == 3, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "Some students need attention (see above); exit status 3" in again.stdout
     assert "regraded now 0" in again.stdout

@@ -80,8 +80,7 @@ def test_a_second_run_is_refused_while_one_holds_the_lock(graded):
     assert snapshot(graded) == before
 
 
-@pytest.mark.root
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a tmpfs needs root")
+@pytest.mark.root  # mounts a tmpfs
 def test_a_full_disk_is_refused_before_anything_is_written(graded, tmp_path):
     disk = tmp_path / "disk"
     disk.mkdir()
