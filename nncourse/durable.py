@@ -31,21 +31,11 @@ def sqlite_path(db_url: str) -> Path | None:
     return Path(db_url[len(SQLITE) :]) if db_url.startswith(SQLITE) else None
 
 
-_held: dict[Path, int] = {}  # lock file -> depth, so that a run's steps may each take the lock
-
-
 @contextlib.contextmanager
 def run_lock(course_root: Path, db_url: str) -> Iterator[Path]:
     """Hold the course's grading lock (an flock, released by the kernel if the process dies)."""
     database = sqlite_path(db_url)
     path = Path(f"{database}.lock") if database else course_root / ".nncourse-grading.lock"
-    if path in _held:
-        _held[path] += 1
-        try:
-            yield path
-        finally:
-            _held[path] -= 1
-        return
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
         try:
@@ -54,11 +44,7 @@ def run_lock(course_root: Path, db_url: str) -> Iterator[Path]:
             raise RunRefused(
                 f"another grading run holds {path}; wait for it to finish (nothing was changed)"
             ) from None
-        _held[path] = 1
-        try:
-            yield path
-        finally:
-            del _held[path]
+        yield path
     finally:
         os.close(fd)
 

@@ -64,7 +64,7 @@ def grade_class(
     config = load_config(course_root)
     course = CourseDirectory(config=config)
     with run_lock(course):
-        return _grade(course, config, assignments, jobs or os.cpu_count() or 1, force, progress)
+        return grade_locked(course, config, assignments, jobs, force, progress)
 
 
 def load_config(course_root: Path) -> Config:
@@ -85,15 +85,16 @@ def run_lock(course: CourseDirectory) -> Iterator[None]:
         raise SystemExit(f"nncourse grade: {error}") from None
 
 
-def _grade(
+def grade_locked(
     course: CourseDirectory,
-    config,
+    config: Config,
     assignments: list[str] | None,
-    jobs: int,
+    jobs: int | None,
     force: bool,
     progress: bool,
 ) -> list[StudentResult]:
-    """grade_class, under the lock."""
+    """grade_class, for a caller that loaded the config and holds the run lock."""
+    jobs = jobs or os.cpu_count() or 1
     with Gradebook(course.db_url, course.course_id) as gb:
         known = [a.name for a in gb.assignments]
         assignments = assignments or known

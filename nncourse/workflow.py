@@ -39,7 +39,7 @@ def grade_and_report(
     config = grade.load_config(course_root)
     course = CourseDirectory(config=config)
     with grade.run_lock(course):
-        results = grade.grade_class(course_root, assignments, jobs, force, progress)
+        results = grade.grade_locked(course, config, assignments, jobs, force, progress)
         try:
             return _write_outputs(course_root, course, config, results)
         except KeyboardInterrupt:
