@@ -101,6 +101,11 @@ class Outcome:
     retry: bool = False  # the grading system failed, not the submission: grade it again next run
     flags: list[str] = dataclasses.field(default_factory=list)  # for a human to look at
     submission_id: str = ""  # the gradebook's submission these scores were saved in
+    # Written answers (grade cells a person scores): "notebook/grade_id" -> their text's hash,
+    # so that a regrading keeps a person's score of an answer that did not change.
+    answers: dict[str, str] = dataclasses.field(default_factory=dict)
+    # Written answers a person had graded that changed since: to be graded again.
+    grade_again: list[str] = dataclasses.field(default_factory=list)
 
     def to_record(self) -> dict[str, Any]:
         """The part worth keeping beside the autograded notebooks."""
@@ -114,6 +119,8 @@ class Outcome:
             # A record whose submission is no longer the gradebook's was left by a run that
             # stopped between its commit and its renames: the submission is graded again.
             "submission_id": self.submission_id,
+            "answers": self.answers,
+            "grade_again": self.grade_again,
             "feedback": False,  # set once feedback is written, so a crash before it is repaired
         }
 
@@ -540,7 +547,9 @@ def save_outcome(
     *_, record = _preprocessor_lists(config)
     course = CourseDirectory(config=config)
     staging.mkdir(parents=True, exist_ok=True)
+    graded_before = read_record(course, outcome.student, outcome.assignment) or {}
     with compat.gradebook_transaction(gb):
+        by_hand = manual_grades(gb, outcome.student, outcome.assignment)
         prepare_submission(gb, outcome.student, outcome.assignment, timestamp)
         crashpoints.reached("writer-old-removed")
         for notebook in notebooks:
@@ -558,6 +567,8 @@ def save_outcome(
             )
             nb = _run(record, config, nb, resources)
             nbformat.write(nb, path)
+            outcome.answers.update(written_answers(nb, notebook))
+        _keep_manual_grades(gb, outcome, by_hand, graded_before.get("answers"))
         outcome.submission_id = gb.find_submission(outcome.assignment, outcome.student).id
         write_record(staging, outcome.to_record())
         crashpoints.reached("writer-before-commit")
@@ -567,6 +578,71 @@ def save_outcome(
     )
     _swap(staging, dest)
     crashpoints.reached("writer-saved")
+
+
+@dataclasses.dataclass
+class ManualGrade:
+    """What a person gave one grade cell in the formgrader."""
+
+    manual_score: float | None
+    extra_credit: float | None
+    manual_comment: str | None
+
+
+def manual_grades(gb: Gradebook, student: str, assignment: str) -> dict[str, ManualGrade]:
+    """The scores and comments a person gave a submission: "notebook/grade_id" -> ManualGrade."""
+    try:
+        submission = gb.find_submission(assignment, student)
+    except MissingEntry:
+        return {}
+    found = {}
+    for notebook in submission.notebooks:
+        comments = {c.name: c.manual_comment for c in notebook.comments}
+        for grade in notebook.grades:
+            comment = comments.get(grade.name)
+            if grade.manual_score is not None or grade.extra_credit or comment:
+                found[f"{notebook.name}/{grade.name}"] = ManualGrade(
+                    grade.manual_score, grade.extra_credit, comment
+                )
+    return found
+
+
+def written_answers(nb: NotebookNode, notebook: str) -> dict[str, str]:
+    """The hash of each written answer of a graded notebook: "notebook/grade_id" -> sha256."""
+    return {
+        f"{notebook}/{cell.metadata.nbgrader['grade_id']}": hashlib.sha256(
+            f"{cell.metadata.nbgrader.get('points')}\0{cell.source}".encode()
+        ).hexdigest()
+        for cell in nb.cells
+        if utils.is_grade(cell) and utils.is_solution(cell)
+    }
+
+
+def _keep_manual_grades(
+    gb: Gradebook, outcome: Outcome, by_hand: dict[str, ManualGrade], before: Any
+) -> None:
+    """Give written answers that did not change since a person graded them that person's grade.
+
+    A regrading starts the submission afresh (prepare_submission); the grader's verdicts
+    decide every autograded cell again, but a written answer's score is a person's, and only
+    a new answer calls for a new one. A changed answer is listed in outcome.grade_again.
+    """
+    before = before if isinstance(before, dict) else {}  # a record of an older grader: none
+    for key, answer in outcome.answers.items():
+        kept = by_hand.get(key)
+        if kept is None:
+            continue
+        if before.get(key) != answer:
+            outcome.grade_again.append(key.partition("/")[2])
+            continue
+        notebook, _, grade_id = key.partition("/")
+        grade = gb.find_grade(grade_id, notebook, outcome.assignment, outcome.student)
+        grade.manual_score, grade.extra_credit = kept.manual_score, kept.extra_credit
+        # As the formgrader's grade handler decides it.
+        grade.needs_manual_grade = grade.manual_score is None and grade.auto_score is None
+        comment = gb.find_comment(grade_id, notebook, outcome.assignment, outcome.student)
+        comment.manual_comment = kept.manual_comment
+    gb.db.commit()
 
 
 def _swap(staging: Path, dest: Path) -> None:
@@ -592,11 +668,12 @@ def write_record(dest: Path, record: dict[str, Any]) -> None:
     os.replace(temporary, dest / RECORD_FILE)
 
 
-def mark_feedback(course: CourseDirectory, student: str, assignment: str) -> None:
-    """Note in the record that this grading's feedback is written."""
+def mark_feedback(course: CourseDirectory, student: str, assignment: str, by_hand: str) -> None:
+    """Note in the record that this grading's feedback is written, with a person's grades then."""
     record = read_record(course, student, assignment)
     if record is not None:
         record["feedback"] = True
+        record["feedback_by_hand"] = by_hand
         dest = Path(course.format_path(course.autograded_directory, student, assignment))
         write_record(dest, record)
 

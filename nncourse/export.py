@@ -13,11 +13,11 @@ from pathlib import Path
 
 import nbformat
 from nbgrader import utils
-from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.api import Grade, Gradebook, MissingEntry
 from nbgrader.coursedir import CourseDirectory
 
 from nncourse.feedback import student_message
-from nncourse.grade import StudentResult
+from nncourse.grade import StudentResult, waiting_for_a_person
 from nncourse.inert import csv_cell
 
 # The columns of `nbgrader export` (nbgrader.plugins.CsvExportPlugin), in its order.
@@ -33,7 +33,12 @@ GRADES_COLUMNS = [
     "late_submission_penalty",
     "score",
     "max_score",
+    # Ours: written answers no person has graded yet, and their points, left out of the score.
+    "needs_manual_grading",
+    "points_not_yet_awarded",
 ]
+# A grade cell's `grading`: scored by the grader, by a person, or waiting for a person.
+AUTO, BY_HAND, NEEDS_MANUAL = "auto", "by hand", "needs manual grading"
 
 
 @dataclasses.dataclass
@@ -48,6 +53,7 @@ class CellResult:
     score: float
     max_score: float
     message: str  # the failure as the student's feedback shows it; empty when the cell passed
+    grading: str = AUTO  # AUTO, BY_HAND or NEEDS_MANUAL (score 0: its points not yet awarded)
 
 
 def write_grades_csv(course: CourseDirectory, target: Path) -> Path:
@@ -57,15 +63,18 @@ def write_grades_csv(course: CourseDirectory, target: Path) -> Path:
     with Gradebook(course.db_url, course.course_id) as gb:
         for assignment in gb.assignments:
             for student in gb.students:
+                to_grade: dict[str, float] = {}
                 try:
                     submission = gb.find_submission(assignment.name, student.id)
                     timestamp, raw = submission.timestamp, submission.score
                     penalty = submission.late_submission_penalty
+                    to_grade = waiting_for_a_person(submission)
                 except MissingEntry:
                     timestamp, raw, penalty = "", 0.0, 0.0
                 row = [assignment.name, assignment.duedate, timestamp, student.id]
                 row += [student.last_name, student.first_name, student.email, raw, penalty]
                 row += [max(0.0, raw - penalty), assignment.max_score]
+                row += [" ".join(to_grade), sum(to_grade.values())]
                 rows.append(["" if value is None else str(value) for value in row])
     return _write_csv(target, GRADES_COLUMNS, rows)
 
@@ -79,13 +88,14 @@ def cell_results(course: CourseDirectory, results: list[StudentResult]) -> list[
             for notebook in assignment.notebooks:
                 messages = _failure_messages(course, result, notebook.name)
                 for cell in notebook.grade_cells:
-                    score = 0.0
+                    score, grading = 0.0, AUTO
                     # An id the grader refused (grade._plan) has no submission in the gradebook.
                     with contextlib.suppress(MissingEntry):
                         if result.status != "missing":
-                            score = gb.find_grade(
+                            grade = gb.find_grade(
                                 cell.name, notebook.name, result.assignment, result.student
-                            ).score
+                            )
+                            score, grading = grade.score, _grading(grade)
                     message = messages.get(cell.name, "") if score < cell.max_score else ""
                     if result.status in ("missing", "ungradable") and score < cell.max_score:
                         message = message or result.status
@@ -99,9 +109,17 @@ def cell_results(course: CourseDirectory, results: list[StudentResult]) -> list[
                             score,
                             cell.max_score,
                             message,
+                            grading,
                         )
                     )
     return rows
+
+
+def _grading(grade: Grade) -> str:
+    """Who scored a grade: the grader, a person, or nobody yet."""
+    if grade.needs_manual_grade:
+        return NEEDS_MANUAL
+    return BY_HAND if grade.manual_score is not None else AUTO
 
 
 def _failure_messages(

@@ -11,7 +11,7 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-from nbgrader.api import Gradebook, MissingEntry
+from nbgrader.api import Gradebook, MissingEntry, SubmittedAssignment
 from nbgrader.coursedir import CourseDirectory
 from tqdm import tqdm
 from traitlets.config import Config
@@ -37,6 +37,10 @@ class StudentResult:
     seconds: float = 0.0
     regraded: bool = False
     flags: list[str] = dataclasses.field(default_factory=list)
+    # Written answers no person has graded yet: grade id -> its points, not in the score yet.
+    to_grade: dict[str, float] = dataclasses.field(default_factory=dict)
+    # Of those, the answers that changed since a person graded them.
+    grade_again: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def needs_attention(self) -> bool:
@@ -255,6 +259,7 @@ def _plan(
             digest,
             record["seconds"],
             flags=record.get("flags", []),
+            grade_again=record.get("grade_again", []),
         )
     return Task(config, student, assignment, notebooks, "", digest, submission)
 
@@ -284,9 +289,10 @@ def _results(
     with Gradebook(course.db_url, course.course_id) as gb:
         max_scores = {a.name: a.max_score for a in gb.assignments}
         for o in sorted(outcomes, key=lambda o: (o.assignment, o.student)):
-            score = 0.0
+            score, to_grade = 0.0, {}
             if o.status != MISSING and _has_submission(gb, o.student, o.assignment):
-                score = gb.find_submission(o.assignment, o.student).score
+                submission = gb.find_submission(o.assignment, o.student)
+                score, to_grade = submission.score, waiting_for_a_person(submission)
             results.append(
                 StudentResult(
                     o.student,
@@ -298,9 +304,21 @@ def _results(
                     o.seconds,
                     (o.student, o.assignment) in regraded,
                     o.flags,
+                    to_grade,
+                    [grade_id for grade_id in o.grade_again if grade_id in to_grade],
                 )
             )
     return results
+
+
+def waiting_for_a_person(submission: SubmittedAssignment) -> dict[str, float]:
+    """A gradebook submission's grade cells that need manual grading, with their points."""
+    return {
+        grade.name: grade.max_score
+        for notebook in submission.notebooks
+        for grade in notebook.grades
+        if grade.needs_manual_grade
+    }
 
 
 def summary(results: list[StudentResult]) -> str:
@@ -316,6 +334,7 @@ def summary(results: list[StudentResult]) -> str:
             f"regraded now {sum(r.regraded for r in rows)}",
             "  " + "   ".join(f"{status}: {count}" for status, count in sorted(statuses.items())),
         ]
+        lines += _manual_lines(rows)
         attention = [r for r in rows if r.needs_attention]
         if attention:
             lines.append("  needs attention:")
@@ -323,6 +342,27 @@ def summary(results: list[StudentResult]) -> str:
                 lines.append(f"    {printable(r.student):<24} {r.status:<11} {printable(r.reason)}")
                 lines += [f"    {'':<24} flagged: {printable(flag)}" for flag in r.flags]
     return "\n".join(lines)
+
+
+def _manual_lines(rows: list[StudentResult]) -> list[str]:
+    """What is left for a person to grade in the formgrader, and what to grade again."""
+    waiting = [r for r in rows if r.to_grade]
+    if not waiting:
+        return []
+    points = sum(sum(r.to_grade.values()) for r in waiting)
+    cells = Counter(grade_id for r in waiting for grade_id in r.to_grade)
+    lines = [
+        f"  needs manual grading: {len(waiting)} students, {points:g} points not yet awarded "
+        "(the scores above leave them out until a person grades them in the formgrader)",
+        *(f"    {grade_id:<28} {count} submissions" for grade_id, count in sorted(cells.items())),
+    ]
+    for r in waiting:
+        if r.grade_again:
+            lines.append(
+                f"    {printable(r.student):<24} answer changed since it was graded, grade it "
+                f"again: {', '.join(r.grade_again)}"
+            )
+    return lines
 
 
 def exit_status(results: list[StudentResult]) -> int:

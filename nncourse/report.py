@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # the report is written on servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nncourse.export import CellResult  # noqa: E402
+from nncourse.export import NEEDS_MANUAL, CellResult  # noqa: E402
 from nncourse.grade import StudentResult  # noqa: E402
 
 STYLE = """
@@ -50,19 +50,27 @@ def _score_histogram(results: list[StudentResult]) -> str:
     return _png(fig)
 
 
-def _pass_rates(cells: list[CellResult]) -> dict[str, float]:
-    """The share of students with full points in each grade cell, in notebook order."""
-    by_cell: dict[str, list[bool]] = defaultdict(list)
+def _pass_rates(cells: list[CellResult]) -> dict[str, float | None]:
+    """The share of students with full points in each grade cell, in notebook order.
+
+    Answers waiting for a person are left out; None when every answer of a cell waits.
+    """
+    by_cell: dict[str, list[bool]] = {}
     for cell in cells:
-        by_cell[cell.grade_id].append(cell.score >= cell.max_score)
-    return {grade_id: sum(passed) / len(passed) for grade_id, passed in by_cell.items()}
+        scored = by_cell.setdefault(cell.grade_id, [])
+        if cell.grading != NEEDS_MANUAL:
+            scored.append(cell.score >= cell.max_score)
+    return {
+        grade_id: sum(passed) / len(passed) if passed else None
+        for grade_id, passed in by_cell.items()
+    }
 
 
-def _pass_rate_chart(rates: dict[str, float]) -> str:
+def _pass_rate_chart(rates: dict[str, float | None]) -> str:
     """A horizontal bar per grade cell."""
     fig, ax = plt.subplots(figsize=(7, 0.3 * len(rates) + 0.8))
     names = list(rates)[::-1]
-    ax.barh(names, [100 * rates[n] for n in names], color="#5a9e6f")
+    ax.barh(names, [100 * (rates[n] or 0) for n in names], color="#5a9e6f")
     ax.set_xlim(0, 100)
     ax.set_xlabel("students with full points (%)")
     return _png(fig)
@@ -84,8 +92,10 @@ def write_report(
     rates = _pass_rates(cells)
     failures: dict[str, Counter] = defaultdict(Counter)
     points = {}
+    to_grade: Counter = Counter()
     for cell in cells:
         points[cell.grade_id] = cell.max_score
+        to_grade[cell.grade_id] += cell.grading == NEEDS_MANUAL
         if cell.message and cell.status not in ("missing", "ungradable"):
             failures[cell.grade_id][cell.message[:300]] += 1
 
@@ -102,7 +112,8 @@ def write_report(
         return (
             f"<tr><td>{name}</td><td{css}>{html.escape(r.status)}</td>"
             f"<td class=num>{r.score:g}</td>"
-            f"<td>{html.escape('; '.join(filter(None, [r.reason, *r.flags])))}</td></tr>"
+            f"<td>{html.escape('; '.join(filter(None, [r.reason, *r.flags, _waiting(r)])))}"
+            "</td></tr>"
         )
 
     cell_rows = []
@@ -111,12 +122,22 @@ def write_report(
             f"<li>{count} × <code>{html.escape(message)}</code></li>"
             for message, count in failures[grade_id].most_common(3)
         )
+        shown = "not graded yet" if rate is None else f"{100 * rate:.0f}%"
         cell_rows.append(
             f"<tr><td><code>{html.escape(grade_id)}</code></td>"
             f"<td class=num>{points[grade_id]:g}</td>"
-            f"<td class=num>{100 * rate:.0f}%</td><td><ul>{common}</ul></td></tr>"
+            f"<td class=num>{shown}</td><td class=num>{to_grade[grade_id] or ''}</td>"
+            f"<td><ul>{common}</ul></td></tr>"
         )
     attention = [r for r in results if r.needs_attention]
+    waiting = [r for r in results if r.to_grade]
+    manual = (
+        f"<p><strong>{len(waiting)} students have written answers that need manual grading"
+        f"</strong> in the formgrader: {sum(sum(r.to_grade.values()) for r in waiting):g} points "
+        "not yet awarded, which the scores below leave out until a person grades them.</p>"
+        if waiting
+        else ""
+    )
     status_line = ", ".join(f"{status}: {count}" for status, count in sorted(statuses.items()))
     page = f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>Class report: {html.escape(assignment)}</title>
@@ -128,12 +149,15 @@ def write_report(
 <p>{len(results)} students ({status_line}).
 Mean score {statistics.mean(scores):.1f}, median {statistics.median(scores):.1f} of {
         results[0].max_score:g}.</p>
+{manual}
 <h2>Score distribution</h2><img alt="Histogram of total scores" src="{_score_histogram(results)}">
 <h2>Grade cells</h2>
 <p>Cells are in notebook order; the pass rate counts students with full points, missing
-submissions included. Failure messages are those the students' feedback shows.</p>
+submissions included, and leaves out answers that need manual grading (counted in the next
+column). Failure messages are those the students' feedback shows.</p>
 <img alt="Pass rate of each grade cell" src="{_pass_rate_chart(rates)}">
-<table><tr><th>grade cell</th><th>points</th><th>pass rate</th><th>most common failures</th></tr>
+<table><tr><th>grade cell</th><th>points</th><th>pass rate</th><th>needs manual grading</th>
+<th>most common failures</th></tr>
 {"".join(cell_rows)}</table>
 <h2>Students who need attention</h2>
 {
@@ -151,3 +175,16 @@ submissions included. Failure messages are those the students' feedback shows.</
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(page)
     return target
+
+
+def _waiting(r: StudentResult) -> str:
+    """What of a student's work waits for a person, said in the student's row."""
+    if not r.to_grade:
+        return ""
+    text = (
+        f"needs manual grading: {', '.join(r.to_grade)} "
+        f"({sum(r.to_grade.values()):g} points not yet awarded)"
+    )
+    return text + (
+        f", answer changed since graded: {', '.join(r.grade_again)}" if r.grade_again else ""
+    )

@@ -156,6 +156,16 @@ def fill(release_nb: NotebookNode, cells: dict[str, str]) -> NotebookNode:
     return nb
 
 
+def answer(nb: NotebookNode, grade_id: str, text: str) -> NotebookNode:
+    """Write a student's text into a written answer (a grade cell a person scores), in place."""
+    for cell in nb.cells:
+        meta = cell.metadata.get("nbgrader", {})
+        if meta.get("grade_id") == grade_id and meta.get("solution") and meta.get("grade"):
+            cell.source = text
+            return nb
+    raise KeyError(f"the notebook has no written answer {grade_id!r}")
+
+
 def notebook_name(course_root: Path, assignment: str) -> str:
     """Return the file name of the assignment's one notebook, from release/ (else source/)."""
     for folder in ("release", "source"):

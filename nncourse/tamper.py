@@ -93,9 +93,11 @@ def _grade_cell_flags(submitted: NotebookNode, release: NotebookNode) -> list[st
             flags.append(
                 f"cell {gid} claims {cell.get('points')} points instead of {original['points']}"
             )
-        if (original.get("grade") or original.get("locked")) and cell["source"] != original[
-            "source"
-        ]:
+        # A written answer (a grade cell that is also a solution cell) is the student's to edit.
+        read_only = original.get("locked") or (
+            original.get("grade") and not original.get("solution")
+        )
+        if read_only and cell["source"] != original["source"]:
             flags.append(f"edited read-only cell {gid}")
     present = {c["grade_id"] for c in cells}
     flags += [

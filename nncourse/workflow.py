@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from pathlib import Path
 
+from nbgrader.api import Gradebook
 from nbgrader.apps import NbGraderAPI
 from nbgrader.coursedir import CourseDirectory
 
@@ -96,12 +98,19 @@ def _write_feedback(course: CourseDirectory, config, results: list[grade.Student
             continue
         folder = Path(course.format_path(course.feedback_directory, r.student, r.assignment))
         record = autograde.read_record(course, r.student, r.assignment) or {}
+        by_hand = _by_hand(course, r)
         # The record says whether this grading's feedback was written: a run stopped before
-        # that left the flag unset, and the next run writes it.
-        if r.regraded or not record.get("feedback") or not folder.exists():
+        # that left the flag unset, and the next run writes it. A person's grading since
+        # then (a written answer, a comment) changes the page too.
+        if (
+            r.regraded
+            or not record.get("feedback")
+            or record.get("feedback_by_hand", NO_MANUAL_GRADES) != by_hand
+            or not folder.exists()
+        ):
             outcome = api.generate_feedback(r.assignment, r.student, force=True)
             if outcome["success"]:
-                autograde.mark_feedback(course, r.student, r.assignment)
+                autograde.mark_feedback(course, r.student, r.assignment, by_hand)
                 crashpoints.reached("feedback-written")
             else:
                 log.warning(
@@ -111,6 +120,18 @@ def _write_feedback(course: CourseDirectory, config, results: list[grade.Student
         if found:
             pages[(r.student, r.assignment)] = found[0]
     return pages
+
+
+def _by_hand(course: CourseDirectory, r: grade.StudentResult) -> str:
+    """What a person gave this submission in the formgrader, as text to compare."""
+    with Gradebook(course.db_url, course.course_id) as gb:
+        given = autograde.manual_grades(gb, r.student, r.assignment)
+    return json.dumps(
+        {key: dataclasses.asdict(value) for key, value in given.items()}, sort_keys=True
+    )
+
+
+NO_MANUAL_GRADES = json.dumps({})
 
 
 def print_run(run: RunResult, scores: bool = False) -> None:

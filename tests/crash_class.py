@@ -185,4 +185,3 @@ def gone(mark: str, seconds: float = 10) -> bool:
 def kernels(mark: str) -> list[int]:
     """The grading kernels of a marked run (bwrap's and the kernel's processes alike)."""
     return [pid for pid in processes(mark) if "ipykernel" in cmdline(pid)]
-

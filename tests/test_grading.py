@@ -64,8 +64,14 @@ EXPECTED_POINTS = {
     "forward_pass_any_depth_values": 2,
     "backprop_any_depth_step": 3,
     "backprop_any_depth_training": 2,
+    "written_gradient_of_W1": 2,
 }
-TOTAL_POINTS = sum(EXPECTED_POINTS.values())  # 28
+TOTAL_POINTS = sum(EXPECTED_POINTS.values())  # 30
+#: Written answers: a person scores them in the formgrader; autograding never does.
+WRITTEN = {"written_gradient_of_W1"}
+AUTO_POINTS = TOTAL_POINTS - sum(EXPECTED_POINTS[cell] for cell in WRITTEN)  # 28
+#: The reference student's written answer, which waits for a person.
+REFERENCE_ANSWER = r"The gradient is $\frac{1}{m} X^\top \delta_1$, averaged because C is a mean."
 
 SOLUTION_CELLS = (
     "logistic",
@@ -171,10 +177,10 @@ def make_course(course: Path) -> None:
 
 def class_notebooks(release: nbformat.NotebookNode) -> dict[str, nbformat.NotebookNode]:
     """Every student's submission: the reference, the untouched release and one per fixture."""
-    students = {
-        REFERENCE: submissions.fill(release, submissions.correct_cells(ASSIGNMENT)),
-        BLANK: submissions.fill(release, {}),
-    }
+    reference = submissions.fill(release, submissions.correct_cells(ASSIGNMENT))
+    for grade_id in WRITTEN:
+        submissions.answer(reference, grade_id, REFERENCE_ANSWER)
+    students = {REFERENCE: reference, BLANK: submissions.fill(release, {})}
     for fixture in FIXTURES:
         students[fixture.name] = submissions.fill(
             release, submissions.student_cells(ASSIGNMENT, fixture)
@@ -472,22 +478,27 @@ def test_parse_fixture_reads_the_header(tmp_path: Path) -> None:
 
 
 def test_every_submission_is_graded_automatically(graded: dict[str, Any]) -> None:
-    """autograde ran cleanly; every submission has all grade cells, none left for manual grading."""
+    """autograde ran cleanly; only an answered written question is left for manual grading."""
     assert not graded["errors"], "\n\n".join(graded["errors"])
     assert sorted(graded["students"]) == sorted(graded["submitted"])
     for student, entry in graded["students"].items():
         assert set(entry["cells"]) == set(EXPECTED_POINTS), student
-        manual = [cell for cell, (_, _, needs) in entry["cells"].items() if needs]
-        assert not manual, f"{student}: {manual} need manual grading"
+        manual = {cell for cell, (_, _, needs) in entry["cells"].items() if needs}
+        assert manual == (WRITTEN if student == REFERENCE else set()), student
         assert graded["autograded"][student], f"{student}: no autograded notebook"
 
 
 def test_reference_gets_full_points(graded: dict[str, Any]) -> None:
-    """The reference solution scores every point of every grade cell."""
+    """The reference solution scores every autograded point; its written answer waits, at 0."""
     entry = _student(graded, REFERENCE)
-    lost = [cell for cell, (score, maximum, _) in entry["cells"].items() if score != maximum]
+    lost = [
+        cell
+        for cell, (score, maximum, _) in entry["cells"].items()
+        if score != (0 if cell in WRITTEN else maximum)
+    ]
     assert not lost, _describe(graded, REFERENCE, lost)
-    assert entry["total"] == entry["max"] == TOTAL_POINTS
+    assert entry["max"] == TOTAL_POINTS
+    assert entry["total"] == AUTO_POINTS
 
 
 def test_blank_release_gets_zero(graded: dict[str, Any]) -> None:
@@ -510,21 +521,24 @@ def test_one_mistake_in_every_function_costs_each_once(graded: dict[str, Any]) -
     wrong = [
         cell
         for cell, (score, maximum, _) in sorted(entry["cells"].items())
-        if score != (0 if cell in lost else maximum)
+        if score != (0 if cell in lost | WRITTEN else maximum)
     ]
     assert not wrong, f"expected 0 exactly in {sorted(lost)}; wrong in {wrong}\n" + _describe(
         graded, MIXED, wrong
     )
-    assert entry["total"] == TOTAL_POINTS - sum(EXPECTED_POINTS[cell] for cell in lost)
+    assert entry["total"] == AUTO_POINTS - sum(EXPECTED_POINTS[cell] for cell in lost)
 
 
 @pytest.mark.parametrize("fixture", FIXTURES, ids=FIXTURE_IDS)
 def test_fixture_loses_exactly_its_cells(graded: dict[str, Any], fixture) -> None:
-    """A mistake scores 0 in the cells it declares and full points in every other cell."""
+    """A mistake scores 0 in the cells it declares and full points in every other cell.
+
+    Its written answer is left as released: unanswered, it scores 0 without a person.
+    """
     entry = _student(graded, fixture.name)
     wrong = []
     for cell, (score, maximum, _) in sorted(entry["cells"].items()):
-        expected = 0 if cell in fixture.loses else maximum
+        expected = 0 if cell in set(fixture.loses) | WRITTEN else maximum
         if score != expected:
             wrong.append(cell)
     assert not wrong, (

@@ -101,8 +101,12 @@ def test_printed_result_and_figure_caption_describe_the_final_parameters(execute
     assert tuple(int(v) if v.isdigit() else v for v in printed[-1]) == expected
 
     image = re.compile(r"!\[([^\]]*)\]\(figures/" + run + r"\.png\)")
-    captions = [m.group(1) for c in executed.cells if c.cell_type == "markdown"
-                for m in image.finditer(c.source)]
+    captions = [
+        m.group(1)
+        for c in executed.cells
+        if c.cell_type == "markdown"
+        for m in image.finditer(c.source)
+    ]
     assert len(captions) == 1, f"figures/{run}.png should be shown once, with alt text"
     in_caption = RESULT.findall(captions[0])
     assert in_caption, f"the alt text of figures/{run}.png does not state the result"
