@@ -352,7 +352,7 @@ def _manual_lines(rows: list[StudentResult]) -> list[str]:
     points = sum(sum(r.to_grade.values()) for r in waiting)
     cells = Counter(grade_id for r in waiting for grade_id in r.to_grade)
     lines = [
-        f"  needs manual grading: {len(waiting)} students, {points:g} points not yet awarded "
+        f"  needs manual grading: {_students(len(waiting))}, {points:g} points not yet awarded "
         "(the scores above leave them out until a person grades them in the formgrader)",
         *(f"    {grade_id:<28} {count} submissions" for grade_id, count in sorted(cells.items())),
     ]
@@ -363,6 +363,11 @@ def _manual_lines(rows: list[StudentResult]) -> list[str]:
                 f"again: {', '.join(r.grade_again)}"
             )
     return lines
+
+
+def _students(count: int) -> str:
+    """A number of students, in words."""
+    return f"{count} student" + ("" if count == 1 else "s")
 
 
 def exit_status(results: list[StudentResult]) -> int:

@@ -131,10 +131,11 @@ def write_report(
         )
     attention = [r for r in results if r.needs_attention]
     waiting = [r for r in results if r.to_grade]
+    waiting_points = sum(sum(r.to_grade.values()) for r in waiting)
     manual = (
-        f"<p><strong>{len(waiting)} students have written answers that need manual grading"
-        f"</strong> in the formgrader: {sum(sum(r.to_grade.values()) for r in waiting):g} points "
-        "not yet awarded, which the scores below leave out until a person grades them.</p>"
+        f"<p><strong>Written answers of {len(waiting)} of {len(results)} students need manual "
+        f"grading</strong> in the formgrader: {waiting_points:g} points not yet awarded, which "
+        "the scores below leave out until a person grades them.</p>"
         if waiting
         else ""
     )

@@ -169,7 +169,7 @@ def test_grades_csv_is_nbgraders_format_with_every_student(graded_class):
 def test_cell_csv_has_a_row_per_student_and_grade_cell(graded_class):
     _, run, _ = graded_class
     rows = list(csv.DictReader(run.cells_csv.open()))
-    assert len(rows) == 9 * 18
+    assert len(rows) == 9 * 19
     carol = {r["grade_id"]: r for r in rows if r["student"] == "carol"}
     assert float(carol["relu_derivative"]["score"]) == 0
     assert "relu'(0) = 0" in carol["relu_derivative"]["message"]
@@ -222,7 +222,7 @@ def test_parallel_grades_equal_sequential_nbgrader(tmp_path):
     )
     grade.grade_class(courses[1], jobs=2, progress=False)
     sequential, parallel = (scores(f"sqlite:///{c / 'gradebook.db'}") for c in courses)
-    assert len(sequential) == 4 * 18
+    assert len(sequential) == 4 * 19
     assert parallel == sequential
 
 
