@@ -352,8 +352,8 @@ def _manual_lines(rows: list[StudentResult]) -> list[str]:
     points = sum(sum(r.to_grade.values()) for r in waiting)
     cells = Counter(grade_id for r in waiting for grade_id in r.to_grade)
     lines = [
-        f"  needs manual grading: {_students(len(waiting))}, {points:g} points not yet awarded "
-        "(the scores above leave them out until a person grades them in the formgrader)",
+        f"  needs manual grading: {_students(len(waiting))}, {points:g} points not yet awarded",
+        "    (left out of the scores above until a person grades them in the formgrader)",
         *(f"    {grade_id:<28} {count} submissions" for grade_id, count in sorted(cells.items())),
     ]
     for r in waiting:
