@@ -40,9 +40,9 @@ def along(xy, step=2.0):
 
 
 def inspect_figure(fig):
-    """Return each panel's labels, the points' colours and how many points each legend covers."""
+    """Return each panel's labels, its points' colours and markers, and what each legend covers."""
     fig.canvas.draw()
-    panels, colours, points = [], set(), [np.empty((0, 2))]
+    panels, markers, points = [], {}, [np.empty((0, 2))]
     for ax in fig.axes:
         panels.append({"title": ax.get_title(), "xlabel": ax.get_xlabel(),
                        "ylabel": ax.get_ylabel()})
@@ -53,7 +53,10 @@ def inspect_figure(fig):
                     xy = along(xy)
             elif isinstance(artist, PathCollection):
                 xy = artist.get_offset_transform().transform(artist.get_offsets())
-                colours.update(to_hex(colour) for colour in artist.get_facecolors())
+                for colour in artist.get_facecolors():
+                    # A marker is known by its outline: the vertices of its path.
+                    shape = repr(np.round(artist.get_paths()[0].vertices, 2).tolist())
+                    markers.setdefault(to_hex(colour), set()).add(shape)
             else:
                 continue  # shaded regions fill the panel on purpose: they are not data points
             box = ax.bbox
@@ -67,7 +70,8 @@ def inspect_figure(fig):
         box = legend.get_window_extent(fig.canvas.get_renderer())
         covered.append(int(np.sum((points[:, 0] >= box.x0) & (points[:, 0] <= box.x1)
                                   & (points[:, 1] >= box.y0) & (points[:, 1] <= box.y1))))
-    return {"panels": panels, "colours": sorted(colours), "points": len(points),
+    return {"panels": panels, "markers": {colour: sorted(m) for colour, m in markers.items()},
+            "points": len(points),
             "legends_cover": covered}
 '''
 
@@ -156,7 +160,19 @@ def test_inspection_sees_a_legend_on_the_data_and_a_missing_label() -> None:
     found = _inspect_here(legend_on_data)
     assert found["legends_cover"] == [1]
     assert found["panels"][0]["ylabel"] == ""
-    assert found["colours"] == ["#0072b2"]
+    assert list(found["markers"]) == ["#0072b2"]
+
+
+def test_inspection_tells_markers_apart() -> None:
+    def three_markers(fig) -> None:
+        ax = fig.add_subplot()
+        ax.scatter([0.0], [0.0], color="#0072B2", marker="o")
+        ax.scatter([1.0], [1.0], color="#D55E00", marker="o")
+        ax.scatter([2.0], [2.0], color="#D55E00", marker="^")
+
+    markers = _inspect_here(three_markers)["markers"]
+    assert markers["#0072b2"][0] in markers["#d55e00"]
+    assert len(markers["#d55e00"]) == 2
 
 
 def test_inspection_sees_a_legend_on_a_line_between_its_points() -> None:
@@ -220,6 +236,10 @@ def test_legend_covers_no_data(inspected, name: str) -> None:
 
 @pytest.mark.kernels
 @pytest.mark.parametrize("name", GENERATED)
-def test_points_are_drawn_in_the_class_colours(inspected, name: str) -> None:
+def test_points_show_their_class_by_colour_and_marker(inspected, name: str) -> None:
     for check in inspected[name]:
-        assert set(check["colours"]) <= CLASS_COLOURS, f"{name}: points in {check['colours']}"
+        markers = check["markers"]
+        assert set(markers) <= CLASS_COLOURS, f"{name}: points in {sorted(markers)}"
+        if len(markers) == 2:
+            blue, vermillion = (set(markers[colour]) for colour in sorted(CLASS_COLOURS))
+            assert not blue & vermillion, f"{name}: both classes drawn with the same marker"
