@@ -114,11 +114,11 @@ def parse_fixture(path: Path) -> Fixture:
     if len(fields["visible"]) > 1:
         raise FixtureError(f"{path.name}: at most one '# visible:' line")
     visible = None
-    for entry in fields["visible"]:
-        cell, sep, text = entry.partition(":")
-        if entry.strip() != "none" and (not sep or not cell.strip() or not text.strip()):
+    if fields["visible"] and fields["visible"][0] != "none":
+        cell, sep, text = fields["visible"][0].partition(":")
+        if not sep or not cell.strip() or not text.strip():
             raise FixtureError(f"{path.name}: write '# visible: <grade id>: <text>' or 'none'")
-        visible = (cell.strip(), text.strip()) if sep else None
+        visible = (cell.strip(), text.strip())
     source = "\n".join(lines[body_start:]).strip("\n")
     if not source:
         raise FixtureError(f"{path.name}: no code below the header")
