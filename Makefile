@@ -41,8 +41,8 @@ system-deps: venv
 	tests/system-deps $(VENV)
 
 # What a contributor runs while editing: the unit tests and the course's math, in seconds.
-# No kernel, sandbox, database, browser, hub or root; `make test` runs everything.
-FAST := not (kernels or sandbox or postgres or browser or hub or root)
+# No kernel, sandbox, database, browser, hub, root or package index; `make test` runs everything.
+FAST := not (kernels or sandbox or postgres or browser or hub or root or registry)
 test-fast: venv lint
 	$(BIN)/pytest -m "$(FAST)"
 

@@ -45,6 +45,8 @@ RELEASE_DIR = "release"
 # Must match CourseDirectory.solution_directory in nbgrader_config.py.
 SOLUTIONS_DIR = "solutions"
 FIGURES_DIR = "figures"
+#: Where nbgrader writes the release and solutions before they replace the committed ones.
+STAGING_DIR = ".nncourse-build"
 
 #: Per-cell limit when the build executes a notebook; the same as Execute.timeout in
 #: nbgrader_config.py, because a cell too slow here would also time out at autograde.
@@ -153,15 +155,26 @@ def build_assignment(
             figures[name] = png
     write_figures(source_dir / FIGURES_DIR, figures, course_root)
 
-    for folder in (RELEASE_DIR, SOLUTIONS_DIR):
-        # Generated whole from source/: emptied first, so nbgrader has nothing to warn about
-        # removing (its WARNING on every build reads as if something went wrong).
-        shutil.rmtree(course_root / folder / assignment, ignore_errors=True)
-    for command in ("generate_assignment", "generate_solution"):
-        run_nbgrader(course_root, command, assignment, db_url=db_url, verbose=verbose)
+    # nbgrader writes into a staging folder; only a release and solutions that passed every
+    # check replace the committed ones, so a failed build leaves them as they were.
+    staging = course_root / STAGING_DIR / assignment
+    shutil.rmtree(staging, ignore_errors=True)
+    staged = {folder: staging / folder for folder in (RELEASE_DIR, SOLUTIONS_DIR)}
+    for command, setting, folder in (
+        ("generate_assignment", "release_directory", RELEASE_DIR),
+        ("generate_solution", "solution_directory", SOLUTIONS_DIR),
+    ):
+        run_nbgrader(
+            course_root,
+            command,
+            assignment,
+            db_url=db_url,
+            verbose=verbose,
+            extra=[f"--CourseDirectory.{setting}={staged[folder]}"],
+        )
 
-    release = sorted((course_root / RELEASE_DIR / assignment).glob("*.ipynb"))
-    solutions = sorted((course_root / SOLUTIONS_DIR / assignment).glob("*.ipynb"))
+    release = sorted((staged[RELEASE_DIR] / assignment).glob("*.ipynb"))
+    solutions = sorted((staged[SOLUTIONS_DIR] / assignment).glob("*.ipynb"))
     if len(release) != len(sources) or len(solutions) != len(sources):
         raise BuildError(
             f"nbgrader wrote {len(release)} release and {len(solutions)} solution notebooks "
@@ -173,6 +186,19 @@ def build_assignment(
     for path in solutions:
         notebooks.normalise_file(path, keep_outputs=True)
         check_solution_notebook(notebooks.read(path), label=str(path))
+    for folder, built in staged.items():
+        swap_in(built / assignment, course_root / folder / assignment)
+    shutil.rmtree(course_root / STAGING_DIR)
+
+
+def swap_in(built: Path, target: Path) -> None:
+    """Replace target with built by renames; the old copy is removed only once built is in place."""
+    old = built.with_name(built.name + ".old")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if target.exists():
+        target.rename(old)
+    built.rename(target)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def export_references(notebook: Path, course_root: Path) -> None:
@@ -312,6 +338,7 @@ def run_nbgrader(
     *,
     db_url: str | None = None,
     verbose: bool = False,
+    extra: Sequence[str] = (),
 ) -> None:
     """Run ``nbgrader COMMAND ASSIGNMENT --force`` in the course root; raise on failure."""
     # A subprocess keeps nbgrader's global traitlets and logging state out of ours, and
@@ -320,6 +347,7 @@ def run_nbgrader(
     argv.append(f"--log-level={'INFO' if verbose else 'WARN'}")
     if db_url:
         argv.append(f"--CourseDirectory.db_url={db_url}")
+    argv += extra
     log.info("running nbgrader %s %s", command, assignment)
     with tempfile.TemporaryDirectory(prefix="nncourse-kernel-") as sockets:
         argv += [f"--KernelManager.{k}={v}" for k, v in _ipc_kernel(sockets).items()]

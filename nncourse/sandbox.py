@@ -210,6 +210,42 @@ def _child_dir(mountpoint: str, own_path: str) -> Path:
     return parent if parent.is_dir() else Path(mountpoint)
 
 
+#: The leaf cgroup v2 where the grader's own processes live, beside its sandboxes: a cgroup
+#: that hands controllers to its children may hold no processes itself.
+LEAF_CGROUP = "nncourse-grader"
+
+
+class _NoControllers(OSError):
+    """A cgroup hierarchy that cannot limit processes here at all (absent, or no pids)."""
+
+
+def _delegated_v2_parent(mountpoint: Path, own_path: str) -> Path:
+    """Return the cgroup v2 folder that holds this process's sandboxes.
+
+    That is the cgroup this process was started in (delegated to it by systemd's Delegate=
+    or by root), or its parent once the process has moved itself into LEAF_CGROUP; the mount
+    root only inside a cgroup namespace whose root is ours.
+    """
+    own = mountpoint / own_path.lstrip("/")
+    if not own.is_dir():
+        return mountpoint
+    return own.parent if own.name == LEAF_CGROUP and own != mountpoint else own
+
+
+def _move_into_leaf(parent: Path, passes: int = 100) -> None:
+    """Move parent's processes into its LEAF_CGROUP child, so that it may delegate controllers."""
+    leaf = parent / LEAF_CGROUP
+    leaf.mkdir(exist_ok=True)
+    for _ in range(passes):  # processes may fork while they are moved
+        pids = (parent / "cgroup.procs").read_text().split()
+        if not pids:
+            return
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                (leaf / "cgroup.procs").write_text(pid)
+    raise OSError(f"cgroup v2 at {parent}: processes are left in it after {passes} passes")
+
+
 class _Cgroup:
     """A per-kernel cgroup that limits processes and memory and can kill the whole sandbox."""
 
@@ -223,34 +259,47 @@ class _Cgroup:
     def create(cls, max_processes: int, memory_limit: int) -> _Cgroup:
         """Create a cgroup with these limits; raise SandboxUnavailable if none is writable."""
         name = f"{CGROUP_PREFIX}{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        errors = []
+        errors, absent = [], []
         for make in (cls._create_v2, cls._create_v1):
             try:
                 return make(name, max_processes, memory_limit)
+            except _NoControllers as err:
+                absent.append(str(err))  # a hierarchy without pids: the least useful reason
             except OSError as err:
                 errors.append(str(err))
         raise SandboxUnavailable(
             "no writable cgroup with a pids controller (needed to stop fork bombs; "
-            "RLIMIT_NPROC does not apply to root): " + "; ".join(errors)
+            "RLIMIT_NPROC does not apply to root): " + "; ".join(errors + absent)
         )
 
     @classmethod
     def _create_v2(cls, name: str, max_processes: int, memory_limit: int) -> _Cgroup:
-        """Create a cgroup v2 child of the v2 mount root (pids and memory must be delegable)."""
+        """Create a cgroup v2 child beside this process, in the subtree delegated to it."""
         roots = [m for m, fstype, _ in _mounts() if fstype == "cgroup2"]
         if not roots:
-            raise OSError("cgroup v2: not mounted")
-        root = Path(roots[0])
-        available = (root / "cgroup.controllers").read_text().split()
+            raise _NoControllers("cgroup v2: not mounted")
+        parent = _delegated_v2_parent(Path(roots[0]), _own_cgroups().get("", "/"))
+        available = (parent / "cgroup.controllers").read_text().split()
         if not {"pids", "memory"} <= set(available):
-            raise OSError(f"cgroup v2 at {root}: pids/memory controllers not available")
-        enabled = (root / "cgroup.subtree_control").read_text().split()
+            raise _NoControllers(
+                f"cgroup v2 at {parent}: pids/memory controllers not delegated here "
+                f"(available: {' '.join(available) or 'none'}); start grading in a cgroup "
+                "delegated to this account, e.g. a systemd unit with Delegate=pids memory"
+            )
+        enabled = (parent / "cgroup.subtree_control").read_text().split()
         missing = [f"+{c}" for c in ("pids", "memory") if c not in enabled]
         if missing:
-            # Only possible where the root holds no processes itself (a real root cgroup).
-            (root / "cgroup.subtree_control").write_text(" ".join(missing))
-        _remove_stale(root, CGROUP_PREFIX, Path.rmdir)
-        path = root / name
+            if parent != Path(roots[0]):
+                _move_into_leaf(parent)
+            try:
+                (parent / "cgroup.subtree_control").write_text(" ".join(missing))
+            except PermissionError as err:
+                raise PermissionError(
+                    f"cgroup v2 at {parent} is owned by uid {parent.stat().st_uid}, not "
+                    f"delegated to uid {os.geteuid()}: {err}"
+                ) from err
+        _remove_stale(parent, CGROUP_PREFIX, Path.rmdir)
+        path = parent / name
         path.mkdir()
         group = cls([path], 2, memory=True)
         try:

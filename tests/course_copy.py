@@ -23,10 +23,13 @@ def copy_course(dest: Path, extra: tuple[str, ...] = ()) -> None:
     shutil.copy2(COURSE_ROOT / "nbgrader_config.py", dest / "nbgrader_config.py")
 
 
-def execute_in_copy(notebook: Path, folder: Path, *, allow_errors: bool = False, extra: str = ""):
+def execute_in_copy(
+    notebook: Path, folder: Path, *, allow_errors: bool = False, extra: str = "", first: str = ""
+):
     """Execute a course notebook in a copy of its folder (so its figures resolve); return it.
 
-    ``extra`` is the source of a cell appended after the notebook's own: it runs last.
+    ``extra`` is the source of a cell appended after the notebook's own: it runs last;
+    ``first`` is the source of a cell put before them: it runs first.
     """
     import nbformat
     from nbclient import NotebookClient
@@ -35,6 +38,8 @@ def execute_in_copy(notebook: Path, folder: Path, *, allow_errors: bool = False,
     nb = nbformat.read(notebook, as_version=4)
     if extra:
         nb.cells.append(nbformat.v4.new_code_cell(extra))
+    if first:
+        nb.cells.insert(0, nbformat.v4.new_code_cell(first))
     NotebookClient(
         nb,
         timeout=120,

@@ -243,6 +243,23 @@ def test_toy_build_is_complete_and_byte_identical_when_repeated(tmp_path: Path) 
     assert not _drift(built, _snapshot(tmp_path, ("source", "release", "solutions")))
 
 
+def test_a_build_nbgrader_refuses_keeps_the_release_and_solutions(tmp_path: Path) -> None:
+    """nbgrader fails after our checks passed: the last good release/ and solutions/ stay."""
+    _toy_course(tmp_path)
+    assert _run_build(tmp_path, "toy").returncode == 0
+    before = _snapshot(tmp_path, ("release", "solutions"))
+    source = tmp_path / "source/toy/toy.ipynb"
+    nb = nbformat.read(str(source), as_version=4)
+    # A solution region outside a solution cell: nbgrader's generate_assignment refuses it.
+    nb.cells.append(new_markdown_cell("### BEGIN SOLUTION\nleaked\n### END SOLUTION"))
+    nbformat.write(nb, str(source))
+
+    result = _run_build(tmp_path, "toy")
+    assert result.returncode == 1, result.stderr
+    assert "nbgrader generate_assignment toy failed" in result.stderr
+    assert _snapshot(tmp_path, ("release", "solutions")) == before
+
+
 def test_figure_cell_without_image_fails_naming_the_cell(tmp_path: Path) -> None:
     _toy_course(tmp_path, plot="print('no plot here')")
     result = _run_build(tmp_path, "toy")

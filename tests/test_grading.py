@@ -473,6 +473,27 @@ def test_parse_fixture_reads_the_header(tmp_path: Path) -> None:
         submissions.parse_fixture(path)
 
 
+def test_parse_fixture_reads_what_the_visible_tests_show(tmp_path: Path) -> None:
+    """'# visible:' names a grade cell and a message start, or says none; it may be left out."""
+    path = tmp_path / "fails_example.py"
+    head = "# cell: relu\n# loses: relu_values\n# why: w\n"
+    body = "# ruff: noqa\ndef relu(x, deriv=False):\n    return x\n"
+    path.write_text(head + "# visible: relu_values: relu(x): should\n#   be max\n" + body)
+    fixture = submissions.parse_fixture(path)
+    assert fixture.visible == ("relu_values", "relu(x): should be max")
+    assert fixture.has_visible
+    path.write_text(head + "# visible: none\n" + body)
+    fixture = submissions.parse_fixture(path)
+    assert fixture.visible is None
+    assert fixture.has_visible
+    path.write_text(head + body)
+    assert not submissions.parse_fixture(path).has_visible
+    for wrong in ["# visible: relu_values\n", "# visible: none\n# visible: none\n"]:
+        path.write_text(head + wrong + body)
+        with pytest.raises(submissions.FixtureError):
+            submissions.parse_fixture(path)
+
+
 # ---------------------------------------------------------------------------------------------
 # Autograded results
 
