@@ -123,7 +123,10 @@ def test_every_fixture_says_what_its_visible_tests_show() -> None:
 
 def test_needed_cells_leave_out_training_and_plots_but_keep_every_test(cells) -> None:
     nb = notebooks.read(SOLUTIONS)
-    grade_cells = [_meta(c)["grade_id"] for c in nb.cells if _meta(c).get("grade")]
+    # Test cells only: a written answer (a markdown grade cell) has no test to run.
+    grade_cells = [
+        _meta(c)["grade_id"] for c in nb.cells if _meta(c).get("grade") and c.cell_type == "code"
+    ]
     assert [_meta(c)["grade_id"] for c in cells if _meta(c).get("grade")] == grade_cells
     assert len(cells) < len([c for c in nb.cells if c.cell_type == "code"])
 
