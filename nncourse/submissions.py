@@ -12,12 +12,14 @@ lines that ``parse_fixture`` reads (and strips from the code)::
     # loses: backprop_any_depth_step, backprop_any_depth_training
     # why: propagates the error through weights already updated in this epoch
     # shows: backprop_any_depth_step: relative error
+    # visible: backprop_any_depth_step: for layer sizes
     # ruff: noqa
 
 ``cell`` is the grade id of the solution cell, ``loses`` the grade cells that must score 0
 (empty for a correct solution), ``why`` what the student did, and each ``shows`` a text that
-must appear in the autograded output of the named cell. A line starting with ``#`` and two
-spaces continues the line before it.
+must appear in the autograded output of the named cell. The optional ``visible`` names the
+first grade cell whose visible tests fail and the start of that failure's message, or says
+``none``. A line starting with ``#`` and two spaces continues the line before it.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ SOLUTION_DELIMITERS = ("BEGIN SOLUTION", "END SOLUTION")
 #: nbgrader's ``Exchange.timestamp_format``, in UTC like ``Exchange.timezone``'s default.
 TIMESTAMP_FORMAT = "%Y-%m-%d %H:%M:%S.%f %Z"
 
-_HEADER_RE = re.compile(r"^#\s*(cell|loses|why|shows|ruff):\s?(.*)$")
+_HEADER_RE = re.compile(r"^#\s*(cell|loses|why|shows|visible|ruff):\s?(.*)$")
 _CONTINUATION_RE = re.compile(r"^#\s{2,}(\S.*)$")
 
 
@@ -57,6 +59,9 @@ class Fixture:
     why: str
     source: str
     shows: tuple[tuple[str, str], ...] = ()
+    #: (grade id, start of the message) of the first visible test that fails; () if none
+    #: fails, None if the header does not say
+    visible: tuple[str, ...] | None = None
 
 
 def strip_delimiters(source: str) -> str:
@@ -78,7 +83,7 @@ def parse_fixture(path: Path) -> Fixture:
     """Read a fixture file: its header fields and the cell's code below the header."""
     path = Path(path)
     lines = path.read_text(encoding="utf-8").splitlines()
-    fields: dict[str, list[str]] = {"cell": [], "loses": [], "why": [], "shows": []}
+    fields: dict[str, list[str]] = {"cell": [], "loses": [], "why": [], "shows": [], "visible": []}
     last: str | None = None
     body_start = len(lines)
     for index, line in enumerate(lines):
@@ -105,6 +110,16 @@ def parse_fixture(path: Path) -> Fixture:
         if not sep or not cell.strip() or not text.strip():
             raise FixtureError(f"{path.name}: write '# shows: <grade id>: <text>', got {entry!r}")
         shows.append((cell.strip(), text.strip()))
+    visible: tuple[str, ...] | None = None
+    if len(fields["visible"]) > 1:
+        raise FixtureError(f"{path.name}: at most one '# visible:' line")
+    if fields["visible"] == ["none"]:
+        visible = ()
+    elif fields["visible"]:
+        cell, sep, text = fields["visible"][0].partition(":")
+        if not sep or not cell.strip() or not text.strip():
+            raise FixtureError(f"{path.name}: write '# visible: <grade id>: <text>' or 'none'")
+        visible = (cell.strip(), text.strip())
     source = "\n".join(lines[body_start:]).strip("\n")
     if not source:
         raise FixtureError(f"{path.name}: no code below the header")
@@ -115,6 +130,7 @@ def parse_fixture(path: Path) -> Fixture:
         why=fields["why"][0],
         source=source,
         shows=tuple(shows),
+        visible=visible,
     )
 
 
