@@ -190,7 +190,8 @@ def test_symmetric_starts_keep_the_hidden_units_identical(executed, runs):
         assert symmetric["units_equal"]
         assert symmetric["largest_difference"] < 1e-9
     assert zeros["w1_zero"]
-    assert zeros["one_class"]  # only b2 learned: one class for every example
+    assert zeros["one_class"]  # only b2 learned: one class for every example,
+    assert zeros["misclassified"] == 10  # the larger one: all 10 points of class 0 are wrong
     assert equal["misclassified"] >= runs["logistic_regression"]["misclassified"]
     assert not random["units_equal"]
     assert random["largest_difference"] > 0.5
