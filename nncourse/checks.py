@@ -35,6 +35,7 @@ DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "backprop_one_hidden": (*ACTIVATIONS, *COSTS, "forward_pass"),
     "forward_pass_any_depth": ACTIVATIONS,
     "backprop_any_depth": (*ACTIVATIONS, *COSTS, "forward_pass"),
+    "init_params": (),
 }
 
 Array = np.ndarray
@@ -651,6 +652,79 @@ def _check_forward(function: Callable[..., Any], function_id: str, networks) -> 
 
 
 # ---------------------------------------------------------------------------------------------
+# Initialisation
+
+# (layer sizes, scale, seed); the last has enough weights per layer to measure their spread.
+INIT_CASES = [((2, 3, 1), 0.1, 0), ((3, 5, 4, 2), 0.5, 7), ((30, 40, 20), 0.2, 3)]
+
+
+def _init_call(function: Callable[..., Any], sizes: Sequence[int], scale: float, seed: int):
+    """Call init_params and return its ws and bs as arrays of the conventions' shapes."""
+    label = f"init_params({tuple(sizes)}, scale={scale}, seed={seed})"
+    ws, bs = _unpack(label, _call(label, function, tuple(sizes), scale, seed), 2)
+    layers = len(sizes) - 1
+    ws, bs = (
+        _unpack(f"{label}: the returned {name}", v, layers) for name, v in [("ws", ws), ("bs", bs)]
+    )
+    pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
+    ws = [
+        _array(f"{label}: ws[{i}]", w, (k, j))
+        for i, (w, (k, j)) in enumerate(zip(ws, pairs, strict=True))
+    ]
+    bs = [
+        _array(f"{label}: bs[{i}]", b, (1, j))
+        for i, (b, (_, j)) in enumerate(zip(bs, pairs, strict=True))
+    ]
+    return label, ws, bs
+
+
+def init_params(function: Callable[..., Any]) -> None:
+    """init_params draws reproducible random weights of spread scale, distinct units, zero bias."""
+    for sizes, scale, seed in INIT_CASES:
+        label, ws, bs = _init_call(function, sizes, scale, seed)
+        if any(np.any(b != 0) for b in bs):
+            raise HiddenTestFailure(f"{label}: the biases should start at zero")
+        if all(not np.any(w) for w in ws):
+            raise HiddenTestFailure(
+                f"{label}: every weight is zero. Then every unit of a layer computes the same "
+                "value and gets the same gradient, so they stay identical (symmetry): draw the "
+                "weights at random"
+            )
+        for i, w in enumerate(ws):
+            for a, b in zip(*np.triu_indices(w.shape[1], 1), strict=True):
+                if np.allclose(w[:, a], w[:, b]):
+                    raise HiddenTestFailure(
+                        f"{label}: units {a} and {b} of layer {i + 1} start with the same weights "
+                        f"(columns {a} and {b} of ws[{i}]), so they get the same gradient and stay "
+                        "identical forever: draw every weight on its own"
+                    )
+        if min(w.size for w in ws) >= 500:
+            for i, w in enumerate(ws):
+                spread, centre = float(np.std(w)), float(np.mean(w))
+                if abs(spread - scale) > 0.15 * scale or abs(centre) > 0.15 * scale:
+                    hint = (
+                        "The weights ignore scale: multiply the standard normal draws by it"
+                        if abs(spread - 1) < 0.15
+                        else "Draw the weights from a normal distribution with mean 0 and "
+                        "standard deviation scale"
+                    )
+                    raise HiddenTestFailure(
+                        f"{label}: ws[{i}] has mean {centre:.3f} and standard deviation "
+                        f"{spread:.3f}. {hint}"
+                    )
+    sizes, scale, seed = INIT_CASES[0]
+    label, first, _ = _init_call(function, sizes, scale, seed)
+    _, again, _ = _init_call(function, sizes, scale, seed)
+    if not all(_close(a, b) for a, b in zip(first, again, strict=True)):
+        raise HiddenTestFailure(
+            f"{label}: two calls with the same seed should give the same weights"
+        )
+    _, other, _ = _init_call(function, sizes, scale, seed + 1)
+    if all(_close(a, b) for a, b in zip(first, other, strict=True)):
+        raise HiddenTestFailure(f"{label}: another seed should give other weights")
+
+
+# ---------------------------------------------------------------------------------------------
 # The grade cells
 
 
@@ -694,4 +768,5 @@ CHECKS: dict[str, Check] = {
     "backprop_any_depth_training": Check(
         "backprop_any_depth", functools.partial(backprop_training, depth=3)
     ),
+    "init_params_breaks_symmetry": Check("init_params", init_params),
 }

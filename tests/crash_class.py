@@ -37,7 +37,7 @@ _built: dict[str, Path] = {}  # the session's class, ungraded and graded: built 
 
 
 def _class(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The class, ungraded: alice 28, bob and carol lose different cells, dan is not a notebook."""
+    """The class, ungraded: alice 30, bob and carol lose different cells, dan is not a notebook."""
     if "class" not in _built:
         course = make_course(tmp_path_factory.mktemp("crash-class"), CONFIG)
         submit(course, "alice", correct())

@@ -110,17 +110,17 @@ def grade_cell(nb, grade_id: str):
 
 
 STRUCTURAL_CASES = {
-    "edits_grade_cell": Expect("graded", 27, "edited read-only cell relu_derivative"),
-    "blanks_every_grade_cell": Expect("graded", 27, "edited read-only cell relu_values"),
-    "deletes_grade_cell": Expect("graded", 27, "deleted cell relu_derivative"),
-    "retypes_grade_cell": Expect("graded", 27, "cell relu_derivative changed type"),
-    "repoints_grade_cell": Expect("graded", 27, "duplicated cell relu_values"),
-    "duplicates_grade_cell": Expect("graded", 28, "duplicated cell tanh_values"),
-    "raises_points": Expect("graded", 27, "claims 100 points instead of 1"),
-    "unknown_schema_version": Expect("graded", 28, "schema version 99"),
-    "reorders_grade_cells": Expect("graded", 13, "reordered the grade cells"),
-    "own_cell_marked_locked": Expect("graded", 27, "uses IPython's shell"),
-    "grade_cell_turned_markdown": Expect("graded", 27, "cell relu_derivative changed type"),
+    "edits_grade_cell": Expect("graded", 29, "edited read-only cell relu_derivative"),
+    "blanks_every_grade_cell": Expect("graded", 29, "edited read-only cell relu_values"),
+    "deletes_grade_cell": Expect("graded", 29, "deleted cell relu_derivative"),
+    "retypes_grade_cell": Expect("graded", 29, "cell relu_derivative changed type"),
+    "repoints_grade_cell": Expect("graded", 29, "duplicated cell relu_values"),
+    "duplicates_grade_cell": Expect("graded", 30, "duplicated cell tanh_values"),
+    "raises_points": Expect("graded", 29, "claims 100 points instead of 1"),
+    "unknown_schema_version": Expect("graded", 30, "schema version 99"),
+    "reorders_grade_cells": Expect("graded", 15, "reordered the grade cells"),
+    "own_cell_marked_locked": Expect("graded", 29, "uses IPython's shell"),
+    "grade_cell_turned_markdown": Expect("graded", 29, "cell relu_derivative changed type"),
     "too_many_cells": Expect("ungradable", 0, "c.GradingLimits.cells"),
 }
 
@@ -233,10 +233,10 @@ get_ipython().payload_manager.write_payload({"source": "page", "data": "x" * 30_
 """
 SLOW = "import time\ntime.sleep(4.5)  # under the cell timeout\n"
 OWN_CELLS = {
-    "kernel_links": (KERNEL_LINKS, Expect("graded", 27)),
-    "many_files": (MANY_FILES, Expect("crashed", 27, "c.SandboxedKernelManager.max_files")),
-    "huge_outputs": (HUGE_OUTPUTS, Expect("graded", 27, "more than the grader keeps")),
-    "huge_reply": (HUGE_REPLY, Expect("graded", 27, "more than the grader keeps")),
+    "kernel_links": (KERNEL_LINKS, Expect("graded", 29)),
+    "many_files": (MANY_FILES, Expect("crashed", 29, "c.SandboxedKernelManager.max_files")),
+    "huge_outputs": (HUGE_OUTPUTS, Expect("graded", 29, "more than the grader keeps")),
+    "huge_reply": (HUGE_REPLY, Expect("graded", 29, "more than the grader keeps")),
 }
 EXTRA_FILES = {
     # name -> files beside a notebook that loses relu_derivative; each is flagged
@@ -245,25 +245,25 @@ EXTRA_FILES = {
     "submits_grading_package": {"nncourse/__init__.py": "", "nncourse/checks.py": "print(1)\n"},
 }
 FILE_CASES = {
-    "alice": Expect("graded", 28),
-    "carol": Expect("graded", 27),
+    "alice": Expect("graded", 30),
+    "carol": Expect("graded", 29),
     "links_notebook": Expect("ungradable", 0, "simple_neural_network.ipynb is a symbolic link"),
-    "links_to_solutions": Expect("graded", 27, "refused solution.ipynb: a symbolic link"),
-    "fifo": Expect("graded", 27, "refused data.csv: a named pipe (FIFO)"),
+    "links_to_solutions": Expect("graded", 29, "refused solution.ipynb: a symbolic link"),
+    "fifo": Expect("graded", 29, "refused data.csv: a named pipe (FIFO)"),
     "fifo_timestamp": Expect("ungradable", 0, "timestamp.txt is a named pipe (FIFO)"),
-    "hard_link": Expect("graded", 27, "refused notes.ipynb: a hard link"),
+    "hard_link": Expect("graded", 29, "refused notes.ipynb: a hard link"),
     "hard_linked_notebook": Expect("ungradable", 0, "simple_neural_network.ipynb is a hard link"),
-    "dev_zero": Expect("graded", 27, "refused big.bin: a symbolic link"),
+    "dev_zero": Expect("graded", 29, "refused big.bin: a symbolic link"),
     "dev_zero_secret": Expect("ungradable", 0, "submission_secret.txt is a symbolic link"),
     "folder_link": Expect("ungradable", 0, "submitted/folder_link/simple_nn is a symbolic link"),
-    "alice_again": Expect("graded", 27),  # the folder folder_link points to
+    "alice_again": Expect("graded", 29),  # the folder folder_link points to
     "bad_timestamp": Expect("ungradable", 0, "timestamp.txt holds 'yesterday, more or less'"),
     "broken_json": Expect("ungradable", 0, "is not a readable notebook"),
     "oversized_notebook": Expect("ungradable", 0, "c.GradingLimits.notebook_bytes"),
     "oversized_folder": Expect("ungradable", 0, "c.GradingLimits.submission_bytes"),
     "slow": Expect("timed out", None, "c.GradingLimits.time_budget"),
     **{
-        name: Expect("graded", 27, f"submitted an extra file {next(iter(files))}")
+        name: Expect("graded", 29, f"submitted an extra file {next(iter(files))}")
         for name, files in EXTRA_FILES.items()
     },
     **{name: expect for name, (_, expect) in OWN_CELLS.items()},
@@ -323,7 +323,7 @@ def lay_out_files(course: Path, release) -> None:
 # --- catalogue 4: through the exchange ---------------------------------------------------------
 
 EXCHANGE_CASES = {
-    "ann": Expect("graded", 28, "refused secret.txt: a symbolic link"),
+    "ann": Expect("graded", 30, "refused secret.txt: a symbolic link"),
     "ben": Expect("ungradable", 0, "simple_neural_network.ipynb is a symbolic link"),
     "cid": Expect("ungradable", 0, "timestamp.txt holds 'whenever'"),
     "eve": Expect("ungradable", 0, "nbgrader collect refused"),
@@ -363,7 +363,7 @@ def hand_in(course: Path, exchange: Path, release) -> None:
 # --- catalogue 5: active content, for the browser ---------------------------------------------
 
 PAGE_CASES = {
-    "mallory": Expect("graded", 28, f"submitted an extra file {HTML_FILE}"),
+    "mallory": Expect("graded", 30, f"submitted an extra file {HTML_FILE}"),
     HTML_ID: Expect("ungradable", 0, "the student id holds HTML"),
     "trent": Expect("graded", 0),  # the release as it is, for plain nbgrader's feedback
 }

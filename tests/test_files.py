@@ -123,7 +123,7 @@ def test_a_survey_stops_at_its_limit(tmp_path: Path) -> None:
 def test_a_submission_over_its_time_budget_frees_its_worker_in_time(hostile_class):
     """Its cells sleep under the cell timeout, 81 s in all; the budget stops it at 60 s."""
     slow = hostile_class.results["slow"]
-    assert 0 < slow.score < 28  # the cells that finished count
+    assert 0 < slow.score < 30  # the cells that finished count
     assert BUDGET <= slow.seconds < BUDGET + 15, slow.seconds
 
 

@@ -64,12 +64,13 @@ EXPECTED_POINTS = {
     "forward_pass_any_depth_values": 2,
     "backprop_any_depth_step": 3,
     "backprop_any_depth_training": 2,
+    "init_params_breaks_symmetry": 2,
     "written_gradient_of_W1": 2,
 }
-TOTAL_POINTS = sum(EXPECTED_POINTS.values())  # 30
+TOTAL_POINTS = sum(EXPECTED_POINTS.values())  # 32
 #: Written answers: a person scores them in the formgrader; autograding never does.
 WRITTEN = {"written_gradient_of_W1"}
-AUTO_POINTS = TOTAL_POINTS - sum(EXPECTED_POINTS[cell] for cell in WRITTEN)  # 28
+AUTO_POINTS = TOTAL_POINTS - sum(EXPECTED_POINTS[cell] for cell in WRITTEN)  # 30
 #: The reference student's written answer, which waits for a person.
 REFERENCE_ANSWER = r"The gradient is $\frac{1}{m} X^\top \delta_1$, averaged because C is a mean."
 
@@ -84,6 +85,7 @@ SOLUTION_CELLS = (
     "backprop_one_hidden",
     "forward_pass_any_depth",
     "backprop_any_depth",
+    "init_params",
 )
 
 FIXTURES = submissions.load_fixtures(FIXTURES_DIR)
@@ -104,6 +106,7 @@ MIXED_FIXTURES = (
     "fails_backprop_one_hidden_cross_entropy_shortcut",
     "fails_forward_pass_any_depth_includes_input",
     "fails_backprop_any_depth_forward_pass_after_update",
+    "fails_init_params_same_weights_for_every_unit",
 )
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -419,7 +422,7 @@ def test_reference_cells_match_the_master_notebook() -> None:
 
 
 def test_catalogue_covers_every_graded_function() -> None:
-    """Every fixture parses, names real cells, and together they cover all ten solution cells."""
+    """Every fixture parses, names real cells, and together they cover every solution cell."""
     solutions, points = _source_cells()
     failing = [fixture for fixture in FIXTURES if fixture.name.startswith("fails_")]
     assert len(failing) >= 22, f"only {len(failing)} fails_ fixtures"
@@ -566,6 +569,16 @@ def test_fixture_loses_exactly_its_cells(graded: dict[str, Any], fixture) -> Non
         f"{fixture.name} ({fixture.why}): expected 0 in {list(fixture.loses)} and full points "
         f"elsewhere; wrong in {wrong}\n" + _describe(graded, fixture.name, wrong)
     )
+
+
+def test_plain_and_stable_cross_entropy_earn_full_marks(graded: dict[str, Any]) -> None:
+    """The plain reference, a clipped and a logit-based cross-entropy all pass both its cells."""
+    students = [REFERENCE, "passes_cross_entropy_clipped", "passes_cross_entropy_from_logits"]
+    for student in students:
+        cells = _student(graded, student)["cells"]
+        for cell in ("cross_entropy_value", "cross_entropy_derivative"):
+            score, maximum, _ = cells[cell]
+            assert score == maximum == EXPECTED_POINTS[cell], _describe(graded, student, [cell])
 
 
 @pytest.mark.parametrize(

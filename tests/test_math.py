@@ -1,13 +1,15 @@
 """The reference solutions' derivatives and gradient steps agree with finite differences."""
 
 import copy
+from pathlib import Path
 
 import numpy as np
 import pytest
 
-from nncourse import checks
+from nncourse import checks, submissions
 
 EPS = 1e-6
+MISTAKES = Path(__file__).resolve().parent / "fixtures" / "mistakes"
 
 
 def reference(function_id, name=None):
@@ -144,3 +146,14 @@ def test_known_wrong_gradients_really_are_wrong(mistake):
         lambda: cost_f(checks._forward(x, ws, bs, act_fs)[1][-1], y), ws + bs
     )
     assert not all(np.allclose(w, r, rtol=1e-4) for w, r in zip(wrong, right, strict=True))
+
+
+def test_clipped_cross_entropy_is_finite_where_the_plain_one_takes_log_0():
+    """The point of clipping: a finite cost for a prediction rounded to exactly 1."""
+    fixture = submissions.parse_fixture(MISTAKES / "passes_cross_entropy_clipped.py")
+    names = {"np": np}
+    exec(fixture.source, names)  # noqa: S102 - a fixture of this repository
+    y_preds, y = np.array([1.0, 0.5]), np.array([0.0, 1.0])
+    assert np.isfinite(names["cross_entropy"](y_preds, y))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        assert not np.isfinite(reference("cross_entropy")(y_preds, y))

@@ -1,6 +1,7 @@
 """The master notebook runs end to end, and its results bear out the exercise's claims."""
 
 import json
+import math
 import re
 
 import pytest
@@ -21,10 +22,40 @@ def final(costs, y_pred, labels):
             "misclassified": int(np.sum((y_pred > 0.5) != labels))}
 
 
+def error_rate(y_pred, labels):
+    return float(np.mean((y_pred > 0.5) != labels))
+
+
+def output(ws, bs, act_fs, points=X):
+    return forward_pass(points, ws, bs, act_fs)[1][-1]
+
+
+def start(ws, bs):
+    hidden = output(ws[:1], bs[:1], [tanh])
+    return {**final([], output(ws, bs, [tanh, logistic]), y_col),
+            "w1_zero": not np.any(ws[0]),
+            "units_equal": bool(np.allclose(ws[0][:, 0], ws[0][:, 1], rtol=0, atol=1e-12)
+                                and np.allclose(ws[1][0], ws[1][1], rtol=0, atol=1e-12)),
+            "largest_difference": float(np.abs(hidden[:, 0] - hidden[:, 1]).max()),
+            "one_class": len(np.unique(output(ws, bs, [tanh, logistic]) > 0.5)) == 1}
+
+
+trained = {"logistic regression": (logistic(X @ ws_lr + b_lr).reshape(-1, 1),
+                                   logistic(X_fresh @ ws_lr + b_lr).reshape(-1, 1)),
+           "one hidden layer (reference)": (output(ws_h, bs_h, act_fs_h),
+                                            output(ws_h, bs_h, act_fs_h, X_fresh)),
+           **{f"width {w}": (output(*sweep[w], [tanh, logistic]),
+                             output(*sweep[w], [tanh, logistic], X_fresh)) for w in sweep},
+           "deep network": (output(ws_d, bs_d, act_fs_d), output(ws_d, bs_d, act_fs_d, X_fresh))}
 print(json.dumps({
     "logistic_regression": final(costs_lr, logistic(X @ ws_lr + b_lr), y),
     "one_hidden_layer": final(costs_h, forward_pass(X, ws_h, bs_h, act_fs_h)[1][-1], y_col),
     "deep_network": final(costs_d, forward_pass(X, ws_d, bs_d, act_fs_d)[1][-1], y_col),
+    "symmetry": {name: start(*params) for name, params in symmetry_runs.items()},
+    "width_sweep": {str(w): final([], output(*sweep[w], [tanh, logistic]), y_col) for w in sweep},
+    "generalisation": {name: [error_rate(train, y_col), error_rate(fresh, y_fresh)]
+                       for name, (train, fresh) in trained.items()},
+    "fresh_points": [len(X_fresh), int(np.sum(y_fresh == 0))],
 }))
 """
 
@@ -62,6 +93,24 @@ def _printed(cell) -> str:
     return "".join(o.text for o in cell.outputs if o.output_type == "stream")
 
 
+def _results(text: str) -> list[tuple]:
+    """Every 'after N epochs: cost C, misclassified K of M' in a text, numbers as printed."""
+    return [tuple(int(v) if v.isdigit() else v for v in found) for found in RESULT.findall(text)]
+
+
+def _expected(result: dict, epochs: int) -> tuple:
+    return (epochs, f"{result['cost']:.5f}", result["misclassified"], 25)
+
+
+def _caption(nb, figure: str) -> str:
+    image = re.compile(r"!\[([^\]]*)\]\(figures/" + figure + r"\.png\)")
+    captions = [
+        m.group(1) for c in nb.cells if c.cell_type == "markdown" for m in image.finditer(c.source)
+    ]
+    assert len(captions) == 1, f"figures/{figure}.png should be shown once, with alt text"
+    return captions[0]
+
+
 def test_no_cell_fails_or_writes_to_stderr(executed):
     for index, cell in enumerate(executed.cells):
         for output in cell.get("outputs", []):
@@ -94,23 +143,14 @@ def test_training_prints_a_handful_of_lines(executed):
 def test_printed_result_and_figure_caption_describe_the_final_parameters(executed, runs, run):
     """The training cell's last line and the figure's alt text: same cost and mistakes as the
     final parameters give, not the forward pass made before the last update."""
-    final = runs[run]
-    expected = (len(final["costs"]), f"{final['cost']:.5f}", final["misclassified"], 25)
-    printed = RESULT.findall(_printed(_cell(executed, RUNS[run])))
+    expected = _expected(runs[run], len(runs[run]["costs"]))
+    printed = _results(_printed(_cell(executed, RUNS[run])))
     assert printed, f"{RUNS[run]} prints no 'after N epochs: cost C, misclassified K of M'"
-    assert tuple(int(v) if v.isdigit() else v for v in printed[-1]) == expected
+    assert printed[-1] == expected
 
-    image = re.compile(r"!\[([^\]]*)\]\(figures/" + run + r"\.png\)")
-    captions = [
-        m.group(1)
-        for c in executed.cells
-        if c.cell_type == "markdown"
-        for m in image.finditer(c.source)
-    ]
-    assert len(captions) == 1, f"figures/{run}.png should be shown once, with alt text"
-    in_caption = RESULT.findall(captions[0])
+    in_caption = _results(_caption(executed, run))
     assert in_caption, f"the alt text of figures/{run}.png does not state the result"
-    assert tuple(int(v) if v.isdigit() else v for v in in_caption[-1]) == expected
+    assert in_caption[-1] == expected
 
 
 @pytest.mark.parametrize("run", RUNS)
@@ -121,3 +161,71 @@ def test_reference_run_converges(runs, run):
     assert final <= costs[-100]
     tail = [*costs[-100:], final]
     assert all(later <= earlier for earlier, later in zip(tail, tail[1:], strict=False)), run
+
+
+def test_initial_costs_are_the_first_recorded_costs_and_near_log_2(executed, runs):
+    """The sanity-check cell prints each run's epoch-0 cost; small starting weights cost log 2."""
+    text = _printed(_cell(executed, "initial_costs"))
+    printed = dict(re.findall(r"^(.+): cost before training (\d+\.\d+)$", text, re.MULTILINE))
+    names = {
+        "logistic regression": "logistic_regression",
+        "one hidden layer": "one_hidden_layer",
+        "deep network": "deep_network",
+    }
+    assert set(printed) == set(names)
+    for name, run in names.items():
+        assert printed[name] == f"{runs[run]['costs'][0]:.5f}", name
+    for run in ("one_hidden_layer", "deep_network"):
+        assert abs(runs[run]["costs"][0] - math.log(2)) < 0.01, run
+    # The text says logistic regression, which starts from w = (1, 2), starts elsewhere.
+    assert abs(runs["logistic_regression"]["costs"][0] - math.log(2)) > 0.1
+
+
+def test_symmetric_starts_keep_the_hidden_units_identical(executed, runs):
+    """Zeros and equal weights leave both hidden units the same for ever; init_params does not."""
+    starts = runs["symmetry"]
+    zeros, equal = starts["every weight 0"], starts["every weight 0.1"]
+    random = starts["init_params"]
+    for symmetric in (zeros, equal):
+        assert symmetric["units_equal"]
+        assert symmetric["largest_difference"] < 1e-9
+    assert zeros["w1_zero"]
+    assert zeros["one_class"]  # only b2 learned: one class for every example,
+    assert zeros["misclassified"] == 10  # the larger one: all 10 points of class 0 are wrong
+    assert equal["misclassified"] >= runs["logistic_regression"]["misclassified"]
+    assert not random["units_equal"]
+    assert random["largest_difference"] > 0.5
+    assert random["misclassified"] < min(zeros["misclassified"], equal["misclassified"])
+    printed = _results(_printed(_cell(executed, "symmetry_experiment")))
+    assert printed == [_expected(starts[name], 3000) for name in starts]
+
+
+def test_width_sweep_prints_and_captions_the_final_parameters(executed, runs):
+    """Each width's line and the figure's alt text match its final parameters."""
+    sweep = runs["width_sweep"]
+    assert list(sweep) == ["1", "2", "3", "8"]
+    expected = [_expected(sweep[width], 3000) for width in sweep]
+    assert _results(_printed(_cell(executed, "width_sweep"))) == expected
+    assert _results(_caption(executed, "width_sweep")) == expected
+    # What the text says: three and eight neurons put every training point on its side.
+    assert sweep["3"]["misclassified"] == sweep["8"]["misclassified"] == 0
+
+
+def test_generalisation_table_matches_the_models_on_fresh_points(executed, runs):
+    """The printed error rates are the trained models' own, and bear out the text."""
+    rates = runs["generalisation"]
+    assert runs["fresh_points"] == [400, 200]
+    text = _printed(_cell(executed, "generalisation"))
+    rows = re.findall(r"^(.+?)\s+(\d+\.\d)%\s+(\d+\.\d)%$", text, re.MULTILINE)
+    assert [name for name, *_ in rows] == list(rates)
+    for name, train, fresh in rows:
+        assert (train, fresh) == tuple(f"{100 * rate:.1f}" for rate in rates[name]), name
+    for name in ("width 1", "logistic regression"):
+        assert abs(rates[name][0] - rates[name][1]) < 0.1, name
+    assert rates["one hidden layer (reference)"][1] > rates["one hidden layer (reference)"][0]
+    for name in ("width 3", "deep network"):
+        assert rates[name][0] == 0.0, name
+        assert rates[name][1] < 0.02, name
+    # Eight neurons separate every training point, yet err on some fresh ones.
+    assert rates["width 8"][0] == 0.0
+    assert rates["width 8"][1] > 0.0

@@ -120,14 +120,14 @@ def test_every_student_on_the_roster_gets_a_result(graded_class):
 @pytest.mark.parametrize(
     ("student", "status", "score"),
     [
-        ("alice", "graded", 28),
+        ("alice", "graded", 30),
         ("bob", "graded", 0),
-        ("carol", "graded", 27),
+        ("carol", "graded", 29),
         ("dan", "ungradable", 0),
         ("erin", "ungradable", 0),
-        ("fred", "graded", 28),  # the duplicate is dropped, and fred is flagged
+        ("fred", "graded", 30),  # the duplicate is dropped, and fred is flagged
         ("gina", "crashed", 2),  # the two logistic cells ran before the kernel died
-        ("hank", "timed out", 26),  # only the tanh cell hung; every other cell counts
+        ("hank", "timed out", 28),  # only the tanh cell hung; every other cell counts
         ("ivy", "missing", 0),
     ],
 )
@@ -162,7 +162,7 @@ def test_grades_csv_is_nbgraders_format_with_every_student(graded_class):
     _, run, _ = graded_class
     rows = list(csv.DictReader(run.grades_csv.open()))
     assert list(rows[0]) == export.GRADES_COLUMNS  # tests/test_inert.py: nbgrader's columns
-    assert {r["student_id"]: float(r["score"]) for r in rows}["alice"] == 28.0
+    assert {r["student_id"]: float(r["score"]) for r in rows}["alice"] == 30.0
     assert len(rows) == 9
 
 
@@ -233,7 +233,7 @@ def test_postgresql_gradebook(tmp_path):
         submit(course, "alice", correct())
         submit(course, "carol", mistake("fails_relu_derivative_one_at_zero"))
         results = {r.student: r for r in grade.grade_class(course, jobs=2, progress=False)}
-        assert (results["alice"].score, results["carol"].score) == (28, 27)
+        assert (results["alice"].score, results["carol"].score) == (30, 29)
         assert scores(url)["carol", "relu_derivative"] == 0
         assert not (course / "gradebook.db").exists()
 
@@ -242,7 +242,7 @@ def test_regrade_recomputes_from_scratch_and_notices_changed_content(tmp_path):
     course = make_course(tmp_path)
     path = submit(course, "alice", correct())
     first = grade.grade_class(course, jobs=1, progress=False)
-    assert first[0].score == 28
+    assert first[0].score == 30
     # Unchanged: not regraded.
     assert not grade.grade_class(course, jobs=1, progress=False)[0].regraded
     # Resubmitted without a timestamp.txt: the content changed, so it is regraded.
@@ -254,7 +254,7 @@ def test_regrade_recomputes_from_scratch_and_notices_changed_content(tmp_path):
     (path.parent / "timestamp.txt").unlink()
     again = grade.grade_class(course, jobs=1, progress=False)[0]
     assert again.regraded
-    assert again.score == 27
+    assert again.score == 29
     # A grade cell deleted from the submission is restored from the master, not kept from before.
     nb.cells = [
         c for c in nb.cells if c.metadata.get("nbgrader", {}).get("grade_id") != "tanh_derivative"
@@ -262,7 +262,7 @@ def test_regrade_recomputes_from_scratch_and_notices_changed_content(tmp_path):
     nbformat.write(nb, path)
     third = grade.grade_class(course, jobs=1, progress=False)[0]
     assert third.regraded
-    assert third.score == 27
+    assert third.score == 29
     assert scores(f"sqlite:///{course / 'gradebook.db'}")["alice", "tanh_derivative"] == 0
     record = json.loads(
         (course / "autograded" / "alice" / ASSIGNMENT / ".nncourse-grading.json").read_text()

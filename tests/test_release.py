@@ -66,8 +66,13 @@ def test_only_test_cells_of_unwritten_functions_fail_naming_one(executed) -> Non
         match = STUB.fullmatch(error.evalue)
         assert match, f"{grade_id}: {error.evalue!r} names no function"
         assert match.group(1) in functions, f"{grade_id}: {error.evalue!r}"
-    # Every function is unwritten, so every test cell must fail (and say why).
-    grade_cells = {_nbgrader(c)["grade_id"] for c in executed.cells if _nbgrader(c).get("grade")}
+    # Every function is unwritten, so every test cell must fail (and say why); a written
+    # answer (a markdown grade cell) waits for a person instead.
+    grade_cells = {
+        _nbgrader(c)["grade_id"]
+        for c in executed.cells
+        if _nbgrader(c).get("grade") and c.cell_type == "code"
+    }
     assert failed == grade_cells
 
 
