@@ -87,7 +87,13 @@ def group_members(group: str) -> set[str]:
         ) from None
     members = set(entry.gr_mem)
     members |= {p.pw_name for p in pwd.getpwall() if p.pw_gid == entry.gr_gid}
-    return members
+    # JupyterHub lowercases the names it is given: "Alice" could log in only as "alice", an
+    # account that does not exist, so such an account cannot take part.
+    for name in sorted(n for n in members if n != n.lower()):
+        log.warning(
+            "%s is in %s but cannot use the hub: JupyterHub lowercases user names", name, group
+        )
+    return {n for n in members if n == n.lower()}
 
 
 def full_name(account: str) -> tuple[str | None, str | None]:
