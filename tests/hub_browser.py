@@ -76,6 +76,7 @@ def install(settings: dict[str, str], log: Path) -> None:
     """Run deploy/install as root with these settings (folder roots, ports, names)."""
     env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
     env.update(LANG="C.UTF-8", **settings)
+    log.parent.mkdir(parents=True, exist_ok=True)
     with open(log, "wb") as out:
         done = subprocess.run(
             [str(DEPLOY / "install")], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=1200
