@@ -124,7 +124,8 @@ c.JupyterHub.services = [
         "name": COURSE_ID,
         "url": "http://127.0.0.1:@SERVICE_PORT@",
         "command": [AS_GRADER, "--", "jupyterhub-singleuser"],
-        "environment": {"JUPYTERHUB_DEFAULT_URL": "/lab"},
+        # nbgrader's JupyterHubAuthPlugin asks the hub for this user's courses.
+        "environment": {"JUPYTERHUB_DEFAULT_URL": "/lab", "JUPYTERHUB_USER": GRADER},
         "oauth_no_confirm": True,
     },
     {

@@ -230,15 +230,18 @@ def run(course_root: Path, every: float | None) -> int:
     from nncourse.grade import load_config
 
     config = load_config(course_root)
-    while True:
-        try:
-            for line in sync(config).lines():
-                log.info("%s", line)
-        except RosterError as error:
+    try:
+        while True:
+            try:
+                for line in sync(config).lines():
+                    log.info("%s", line)
+            except RosterError as error:
+                if every is None:
+                    log.error("roster not synced: %s", error)
+                    return 1
+                log.error("roster not synced, retrying in %g s: %s", every, error)
             if every is None:
-                log.error("roster not synced: %s", error)
-                return 1
-            log.error("roster not synced, retrying in %g s: %s", every, error)
-        if every is None:
-            return 0
-        time.sleep(every)
+                return 0
+            time.sleep(every)
+    except KeyboardInterrupt:  # the hub stops its services with SIGINT
+        return 0 if every else 130
