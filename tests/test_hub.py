@@ -274,6 +274,8 @@ def test_a_term_in_the_browser(deployment):
             assert notebook_file.stat().st_uid == student.uid
 
             # Open it, type every solution and the written answer, run everything, save.
+            # The downloaded assignment's name opens its list of notebooks.
+            fetched.locator(".list_item", has_text=ASSIGNMENT).first.locator("a").first.click()
             fetched.get_by_role("link", name=NOTEBOOK).first.click()
             tab = page.locator(".lm-DockPanel-tabBar .lm-TabBar-tab", has_text=f"{NOTEBOOK}.ipynb")
             expect(tab).to_be_visible()
