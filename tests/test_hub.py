@@ -329,7 +329,7 @@ def test_a_term_in_the_browser(deployment):
             expect(modal).to_contain_text("Successfully autograded", timeout=300_000)
             shots(inst, "instructor-autograded")
             modal.get_by_role("button", name=re.compile("Close|OK", re.I)).first.click()
-            expect(inst.locator(".modal:visible")).to_have_count(0)
+            expect(inst.locator(".modal-backdrop")).to_have_count(0)
             sub = inst.locator("tr", has_text=student.name).first
             expect(sub.locator("td.score")).to_have_text(f"{AUTOMATIC_POINTS} / 32")
             shots(inst, "instructor-score")
@@ -402,6 +402,9 @@ def test_students_cannot_read_the_answers(deployment):
     for command in closed:
         done = ha.run_as(d["student"], command, check=False)
         assert done.returncode != 0, f"the student could run {command}: {done.stdout[:300]}"
+    # The scan finds what it looks for: as the grader, the course root's copies of the answers.
+    control = _scan_as(d["grader"], roots=[str(course)])
+    assert str(course / "source" / ASSIGNMENT / f"{NOTEBOOK}.ipynb") in control, control
     found = _scan_as(d["classmate"])
     print("readable before the install:", sorted(d["readable_before"]))
     added = sorted(set(found) - set(d["readable_before"]))
@@ -435,7 +438,7 @@ def _formgrader_action(page, link, success: str) -> None:
     expect(modal).to_contain_text(success, timeout=300_000)
     page.wait_for_timeout(500)  # the modal's fade-in
     modal.get_by_role("button", name=re.compile("Close|OK", re.I)).first.click()
-    expect(page.locator(".modal:visible")).to_have_count(0)
+    expect(page.locator(".modal-backdrop")).to_have_count(0)
 
 
 def _cell_index(nb, grade_id: str) -> int:
@@ -493,8 +496,8 @@ def _answer_lines() -> set[str]:
     return {line for line in lines - shown if len(line) >= 24 and "###" not in line}
 
 
-def _scan_as(account: ha.Account) -> list[str]:
-    """Every file the account can read, but in /proc and /sys, holding a line of the answers."""
+def _scan_as(account: ha.Account, roots: list[str] = ("/",)) -> list[str]:
+    """Files under roots (but /proc, /sys) the account can read that hold a line of the answers."""
     lines = _answer_lines()
     assert len(lines) > 50, len(lines)
     with tempfile.TemporaryDirectory(prefix="nbscan-") as folder:
@@ -503,7 +506,8 @@ def _scan_as(account: ha.Account) -> list[str]:
         Path(folder).chmod(0o755)
         patterns.chmod(0o644)
         script = (
-            f"find / \\( -path /proc -o -path /sys -o -path {str(patterns)!r} \\) -prune"
+            f"find {' '.join(map(repr, roots))}"
+            f" \\( -path /proc -o -path /sys -o -path {str(patterns)!r} \\) -prune"
             " -o -type f -readable -print0 2>/dev/null"
             f" | xargs -0 -r grep -FIls -f {str(patterns)!r} --"
         )
