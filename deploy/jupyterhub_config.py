@@ -1,35 +1,39 @@
 """JupyterHub configuration for one class of the nn-fundamentals course.
 
-Install as /etc/jupyterhub/jupyterhub_config.py and start the hub as root (it spawns every
-user's server, and the grading service, as that Linux account):
+deploy/install fills in every @SETTING@ and installs this file as
+@PREFIX@/etc/jupyterhub_config.py; the systemd unit it writes starts the hub as root with it
+(the hub spawns every user's server as that Linux account). Written for JupyterHub 6 and
+nbgrader 0.9.6.
 
-    cd /etc/jupyterhub && /opt/nncourse/venv/bin/jupyterhub -f jupyterhub_config.py
-
-Accounts are ordinary Linux accounts (PAM). Who may log in, who teaches and who grades is
-decided by the Linux groups below, so adding a student is `useradd` plus `usermod -aG`; see
-deploy/README.md. Written for JupyterHub 5/6 (role-based access) and nbgrader 0.9.6.
+Who may log in, who teaches and who grades is decided by Linux groups: adding a student is
+`usermod -aG @STUDENTS_GROUP@ alice`, and the roster service below enrols them in the course.
 """
 
-import os
+import grp
+from pathlib import Path
 
 c = get_config()  # noqa: F821  (provided by traitlets when it loads this file)
 
-COURSE_ID = "nn-fundamentals"
-# The Linux account that owns the course root and runs the formgrader service.
-GRADER = f"grader-{COURSE_ID}"
-# Linux groups an admin manages with usermod; nothing else needs to be edited per term.
-STUDENTS_GROUP = "nn-students"
-INSTRUCTORS_GROUP = "nn-instructors"
-# The port of the formgrader service on loopback; one distinct port per course.
-SERVICE_PORT = 9999
+COURSE_ID = "@COURSE_ID@"
+# The Linux account that owns the course root and runs the formgrader and roster services.
+GRADER = "@GRADER@"
+STUDENTS_GROUP = "@STUDENTS_GROUP@"
+INSTRUCTORS_GROUP = "@INSTRUCTORS_GROUP@"
+PREFIX = "@PREFIX@"
+# Every service of the course runs through this root-only launcher: it joins the grader's
+# delegated cgroup (the grading sandbox needs it), becomes the grader and runs the command.
+AS_GRADER = f"{PREFIX}/bin/as-grader"
+ROSTER = f"{COURSE_ID}-roster"
 
 # --- Network -------------------------------------------------------------------------------
 # The hub listens on loopback; put a TLS-terminating reverse proxy (nginx, Caddy) in front of
-# it. configurable-http-proxy (npm) is started by the hub itself.
-c.JupyterHub.bind_url = os.environ.get("NNCOURSE_HUB_URL", "http://127.0.0.1:8000/")
+# it. configurable-http-proxy (installed in @PREFIX@/proxy) is started by the hub itself.
+c.JupyterHub.bind_url = "http://127.0.0.1:@HUB_PORT@/"
 c.JupyterHub.hub_ip = "127.0.0.1"
-# The hub's state (cookie secret, its SQLite database, the proxy's pid) lives in /srv/jupyterhub.
-STATE = os.environ.get("NNCOURSE_HUB_STATE", "/srv/jupyterhub")
+c.JupyterHub.hub_port = int("@HUB_API_PORT@")
+c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:@PROXY_API_PORT@"
+# The hub's state (cookie secret, its SQLite database, the proxy's pid).
+STATE = "@HUB_STATE@"
 c.JupyterHub.cookie_secret_file = f"{STATE}/jupyterhub_cookie_secret"
 c.JupyterHub.db_url = f"sqlite:///{STATE}/jupyterhub.sqlite"
 c.ConfigurableHTTPProxy.pid_file = f"{STATE}/jupyterhub-proxy.pid"
@@ -38,26 +42,32 @@ c.ConfigurableHTTPProxy.pid_file = f"{STATE}/jupyterhub-proxy.pid"
 # PAM against the machine's Linux accounts; only members of the two course groups get in.
 c.JupyterHub.authenticator_class = "pam"
 c.Authenticator.allowed_groups = {STUDENTS_GROUP, INSTRUCTORS_GROUP}
+# Instructors are hub admins so they can look after stuck student servers.
 c.Authenticator.admin_groups = {INSTRUCTORS_GROUP}
-# Instructors are hub admins so they can look after stuck student servers; they do not need
-# a shell on the machine for that.
 
 # --- Single-user servers -------------------------------------------------------------------
+# Everyone's own server runs from the students' environment: JupyterLab, nbgrader's student
+# side (assignment list, Validate), numpy and matplotlib, and nothing of the grader's. Its
+# etc/jupyter turns the formgrader, Create Assignment and the course list off.
 c.JupyterHub.spawner_class = "localprocess"
+c.Spawner.cmd = [f"{PREFIX}/student/bin/jupyterhub-singleuser"]
 c.Spawner.default_url = "/lab"
 c.Spawner.notebook_dir = "~"
-# Every student starts in their own home; the exchange is reached through nbgrader only.
-c.Spawner.cmd = ["jupyterhub-singleuser"]
+c.Spawner.http_timeout = 60
+c.Spawner.start_timeout = 90
 # Memory is not enforced by LocalProcessSpawner; size the machine (see README) or switch to
 # systemdspawner for per-user limits.
 
-# --- Groups, roles and the formgrader service ---------------------------------------------
+# --- Groups and roles ------------------------------------------------------------------------
 # nbgrader's JupyterHubAuthPlugin finds a student's courses in the hub groups named
-# nbgrader-<course id> and an instructor's in formgrade-<course id>. The hub keeps groups in
-# its database; load_groups only adds members, it never removes them.
+# nbgrader-<course id> (kept equal to the Linux students' group by the roster service) and an
+# instructor's in formgrade-<course id>.
+try:
+    _instructors = sorted(grp.getgrnam(INSTRUCTORS_GROUP).gr_mem)
+except KeyError:
+    _instructors = []
 c.JupyterHub.load_groups = {
-    f"formgrade-{COURSE_ID}": {"users": [GRADER]},
-    # Filled by `nbgrader db student add` / the formgrader (JupyterHubAuthPlugin).
+    f"formgrade-{COURSE_ID}": {"users": [GRADER, *_instructors]},
     f"nbgrader-{COURSE_ID}": {"users": []},
 }
 
@@ -80,47 +90,49 @@ c.JupyterHub.load_roles = [
         ],
     },
     {
-        # The grading service enrols students (nbgrader db student add adds them to the
-        # nbgrader-<course> group) and lists groups.
+        # The formgrader looks up who is in which course.
         "name": f"grader-service-{COURSE_ID}",
         "services": [COURSE_ID],
         "scopes": [
             "list:groups",
             "read:groups",
-            f"groups!group=nbgrader-{COURSE_ID}",
             "list:users",
             "read:users:name",
             "read:users:groups",
         ],
     },
-]
-
-# The formgrader runs in the grader account's own Jupyter server, started by the hub as a
-# managed service. Its name must be the course id: nbgrader's course list links to
-# /services/<course id>/. Open it from the course list in a NEW TAB (the iframe is blank
-# on JupyterHub >= 4.1, see README).
-c.JupyterHub.services = [
     {
-        "name": COURSE_ID,
-        "url": f"http://127.0.0.1:{SERVICE_PORT}",
-        "command": ["jupyterhub-singleuser"],
-        "user": GRADER,
-        "cwd": f"/home/{GRADER}",
-        # Inside a virtual environment jupyter_core reads the environment's config before
-        # ~/.jupyter, so the sys-prefix "formgrader off" of the admin guide would win over
-        # the grader's own "on": prefer the account's config instead.
-        "environment": {"JUPYTERHUB_DEFAULT_URL": "/lab", "JUPYTER_PREFER_ENV_PATH": "0"},
-        "oauth_no_confirm": True,
+        # The roster creates the hub user of a student who never logged in and keeps the
+        # course's group equal to the Linux students' group.
+        "name": f"roster-{COURSE_ID}",
+        "services": [ROSTER],
+        "scopes": [
+            "admin:users",
+            f"groups!group=nbgrader-{COURSE_ID}",
+            "list:groups",
+            "read:groups",
+        ],
     },
 ]
 
-# Instructors add their own membership of formgrade-<course> at start-up: every member of the
-# Linux instructors group gets formgrader access. (PAM's allowed_groups is checked at login;
-# this is the hub-side group used by roles and by nbgrader.)
-try:
-    import grp
-
-    _instructors = grp.getgrnam(INSTRUCTORS_GROUP).gr_mem
-except KeyError:
-    _instructors = []
-c.JupyterHub.load_groups[f"formgrade-{COURSE_ID}"]["users"] += sorted(_instructors)
+# --- The course's services, run as the grader ---------------------------------------------
+# The formgrader runs in the grader's own Jupyter server, from the grader's environment, in the
+# course root. Its name must be the course id: nbgrader's course list links to
+# /services/<course id>/. Open it in its own tab (the iframe is blank on JupyterHub >= 4.1).
+c.JupyterHub.services = [
+    {
+        "name": COURSE_ID,
+        "url": "http://127.0.0.1:@SERVICE_PORT@",
+        "command": [AS_GRADER, "--", "jupyterhub-singleuser"],
+        # nbgrader's JupyterHubAuthPlugin asks the hub for this user's courses.
+        "environment": {"JUPYTERHUB_DEFAULT_URL": "/lab", "JUPYTERHUB_USER": GRADER},
+        "oauth_no_confirm": True,
+    },
+    {
+        # `nncourse roster` every few seconds; an admin may run it at once with as-grader, with
+        # the same token (readable by root and the grader only).
+        "name": ROSTER,
+        "command": [AS_GRADER, "--", "nncourse", "roster", "--every", "@ROSTER_EVERY@"],
+        "api_token": Path(f"{PREFIX}/etc/roster-token").read_text().strip(),
+    },
+]

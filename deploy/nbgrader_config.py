@@ -1,26 +1,23 @@
-"""Machine-wide nbgrader configuration for the hub: install as /etc/jupyter/nbgrader_config.py.
+"""Machine-wide nbgrader configuration of the hub, read by everyone's own server.
 
-Every account on the hub reads this file (students, instructors, the grader service), so it
-holds nothing secret: no database URL, no token. The course's own settings (preprocessors,
-sandbox, timeouts) live in the course root's nbgrader_config.py; the grader account's
-settings (course root, gradebook URL) in deploy/grader_nbgrader_config.py.
+deploy/install fills in every @SETTING@ and installs this file as
+@PREFIX@/student/etc/jupyter/nbgrader_config.py; the grader's configuration loads it too.
+Every account reads it, so it holds nothing secret: no database URL, no token.
 """
 
 from nbgrader.auth import JupyterHubAuthPlugin
 
 c = get_config()  # noqa: F821  (provided by traitlets when it loads this file)
 
-# The course of this hub. With several courses on one hub leave this out here and set it in
-# each grader account's config instead (students then see every course they are enrolled in).
-c.CourseDirectory.course_id = "nn-fundamentals"
+# The course of this hub. With several courses on one hub, each grader's configuration sets
+# its own, and students see every course they are enrolled in.
+c.CourseDirectory.course_id = "@COURSE_ID@"
 
-# The shared exchange. Create it once as root:
-#     install -d -m 0777 /srv/nbgrader/exchange
-# (nbgrader's documented `chmod ugo+rw`; the grading sandbox hides /srv/nbgrader from kernels).
-# nbgrader creates <root>/<course>/{inbound,outbound,feedback} itself at the first release,
-# owned by the releasing account: inbound 2733 (students write into it but cannot list it),
-# outbound 755, feedback 711.
-c.Exchange.root = "/srv/nbgrader/exchange"
+# The shared exchange, made 0777 by deploy/install (nbgrader's documented `chmod ugo+rw`; the
+# grading sandbox hides it from kernels). nbgrader creates <root>/<course>/{inbound,outbound,
+# feedback} itself at the first release, owned by the grader: inbound 2733 (students write
+# into it but cannot list it), outbound 755, feedback 711.
+c.Exchange.root = "@EXCHANGE@"
 
 # Keep each course's assignments apart in students' homes (~/<course>/<assignment>) and in the
 # exchange; required with the JupyterHub auth plugin and with several courses.

@@ -114,6 +114,28 @@ def _run_demo(args: argparse.Namespace) -> int:
     return _resumable(lambda: run_demo(args.root, args.jobs), rerun="make demo")
 
 
+def _add_roster(subparsers: argparse._SubParsersAction) -> None:
+    """Register ``nncourse roster [--every SECONDS]``."""
+    parser = subparsers.add_parser(
+        "roster",
+        help="enrol the Linux students' group in the course (hub group and gradebook)",
+        description="Make the hub group nbgrader-<course> and the gradebook follow the Linux "
+        "group set in c.Roster.students_group: members are enrolled (their hub user created "
+        "if they never logged in), leavers taken out. Exit status 1 when it cannot.",
+    )
+    parser.add_argument(
+        "--every", type=float, metavar="SECONDS", help="sync again every SECONDS, forever"
+    )
+    parser.set_defaults(run=_run_roster)
+
+
+def _run_roster(args: argparse.Namespace) -> int:
+    """Sync the roster once or forever."""
+    from nncourse import roster
+
+    return roster.run(args.root, args.every)
+
+
 class PrintableFormatter(logging.Formatter):
     """Log lines with control characters shown escaped: messages quote students' ids and files."""
 
@@ -131,6 +153,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_build,
     _add_grade,
     _add_demo,
+    _add_roster,
 ]
 
 

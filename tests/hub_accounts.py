@@ -82,20 +82,33 @@ class Accounts:
         self.groups.append(name)
         return name
 
-    def add(self, suffix: str, groups: list[str] = (), password: str | None = None) -> Account:
+    def add(
+        self,
+        suffix: str,
+        groups: list[str] = (),
+        password: str | None = None,
+        full_name: str = "",
+    ) -> Account:
         """Create ``<prefix>-<suffix>`` with a private (0700) home and its own group."""
         name = f"{self.prefix}-{suffix}"
         cmd = [USERADD, "--create-home", "--user-group", "--shell", "/bin/bash"]
+        if full_name:
+            cmd += ["--comment", full_name]
         # Debian 12's useradd makes world-readable homes (UMASK 022, HOME_MODE unset).
         cmd += ["--key", "HOME_MODE=0700"]
         if groups:
             cmd += ["--groups", ",".join(groups)]
         subprocess.run([*cmd, name], check=True, capture_output=True)
+        account = self.adopt(name)
+        if password is not None:
+            subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
+        return account
+
+    def adopt(self, name: str) -> Account:
+        """Take an existing account (made by deploy/install, say) into those removed at the end."""
         entry = pwd.getpwnam(name)
         account = Account(name, Path(entry.pw_dir), entry.pw_uid, entry.pw_gid)
         self.made.append(account)
-        if password is not None:
-            subprocess.run(["chpasswd"], input=f"{name}:{password}\n", text=True, check=True)
         return account
 
     def remove(self) -> list[str]:

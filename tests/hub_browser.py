@@ -1,18 +1,18 @@
-"""A real JupyterHub for tests/test_hub.py, started with the deployment's configuration.
+"""A real JupyterHub for tests/test_hub.py, installed and started as deploy/README.md says.
 
-The hub runs as root (as in deploy/README.md) from this virtual environment, with
-deploy/jupyterhub_config.py loaded through a test-only config file that ``load_subconfig``s
-it and then changes only what a test must: free loopback ports, a temporary state folder
-(through NNCOURSE_HUB_URL / NNCOURSE_HUB_STATE, which the deployment's config reads), the
-test's Linux groups and grader account, and a stand-in for /etc/jupyter.
+`install` runs deploy/install as root with only folder roots, ports and account names changed;
+`Hub.from_unit` starts the hub the way the systemd unit it wrote does (its WorkingDirectory,
+Environment, ExecStartPre and ExecStart), since the test machine runs no systemd.
 
-Also: headless Chromium (Debian's, never a downloaded one) and small JupyterLab helpers.
+Also: headless Chromium (Debian's, never a downloaded one) and small JupyterLab helpers,
+among them typing into a notebook cell the way a student does.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -27,6 +27,7 @@ import hub_accounts as ha
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 CHROMIUM = "/usr/bin/chromium"
+DEBIAN_PYTHON = "/usr/bin/python3.11"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -37,22 +38,6 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-CHP = "configurable-http-proxy"
-# What deploy/README.md turns off for everyone but the grader account.
-FORMGRADER_SERVER_EXT = "nbgrader.server_extensions.formgrader"
-INSTRUCTOR_LAB_EXTS = ("@jupyter/nbgrader:formgrader", "@jupyter/nbgrader:create-assignment")
-
-
-def write_json(path: Path, data: dict) -> None:
-    """Write a world-readable JSON config file (folders 0755)."""
-    import json
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o755)
-    path.write_text(json.dumps(data, indent=1))
-    os.chmod(path, 0o644)
-
-
 def browser_missing() -> str | None:
     """Why Chromium cannot be driven here, or None."""
     if not os.access(CHROMIUM, os.X_OK):
@@ -66,15 +51,11 @@ def browser_missing() -> str | None:
 
 def can_run() -> str | None:
     """Why the hub test cannot run here, or None."""
-    why = ha.can_run() or browser_missing()
-    if why:
-        return why
-    if not any(
-        os.access(os.path.join(d, CHP), os.X_OK)
-        for d in [str(ha.VENV_BIN), *os.environ.get("PATH", "").split(os.pathsep)]
-    ):
-        return "configurable-http-proxy is missing (tests/system-deps installs it into .venv)"
-    return None
+    if not os.access(DEBIAN_PYTHON, os.X_OK):
+        return f"{DEBIAN_PYTHON} is missing: deploy/install needs Debian's python3.11"
+    if subprocess.run(["npm", "--version"], capture_output=True).returncode != 0:
+        return "npm is missing: deploy/install installs JupyterHub's proxy with it"
+    return ha.can_run() or browser_missing()
 
 
 def free_ports(n: int) -> list[int]:
@@ -91,44 +72,27 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
-TEST_CONFIG = '''\
-"""Test-only JupyterHub config: the deployment's, with what a test must change."""
-load_subconfig({deploy_config!r})
+def install(settings: dict[str, str], log: Path) -> None:
+    """Run deploy/install as root with these settings (folder roots, ports, names)."""
+    env = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"}
+    env.update(LANG="C.UTF-8", **settings)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "wb") as out:
+        done = subprocess.run(
+            [str(DEPLOY / "install")], env=env, stdout=out, stderr=subprocess.STDOUT, timeout=1200
+        )
+    if done.returncode != 0:
+        raise AssertionError(f"deploy/install exited {done.returncode}:\n{log.read_text()[-4000:]}")
 
-c.JupyterHub.hub_port = {hub_port}
-c.ConfigurableHTTPProxy.api_url = "http://127.0.0.1:{proxy_api_port}"
-c.ConfigurableHTTPProxy.debug = False
 
-# The test's own Linux groups instead of nn-students / nn-instructors.
-c.Authenticator.allowed_groups = {{{students_group!r}, {instructors_group!r}}}
-c.Authenticator.admin_groups = {{{instructors_group!r}}}
-c.JupyterHub.load_groups = {{
-    "formgrade-{course}": {{"users": [{grader!r}, *{instructors!r}]}},
-    "nbgrader-{course}": {{"users": []}},
-}}
-
-# /etc/jupyter stand-in (the deployment's machine-wide nbgrader_config.py, with the test's
-# exchange root), for every user's server and for the grader service. Users' servers also
-# read the stand-in for README's `--sys-prefix` disabling of the instructor-only extensions.
-# The grader service does not: JUPYTER_CONFIG_PATH outranks ~/.jupyter, so there the
-# grader's `--user` enabling would lose (as it does against --sys-prefix in a venv unless
-# JUPYTER_PREFER_ENV_PATH=0, the deployment change this test assumes; see the report).
-c.Spawner.environment = {{"JUPYTER_CONFIG_PATH": {config_dir!r} + ":" + {switches_dir!r}}}
-c.Spawner.http_timeout = 60
-c.Spawner.start_timeout = 90
-
-service = c.JupyterHub.services[0]
-service["url"] = "http://127.0.0.1:{service_port}"
-service["user"] = {grader!r}
-service["cwd"] = {grader_home!r}
-service["environment"] = {{
-    **service.get("environment", {{}}),
-    "JUPYTER_CONFIG_PATH": {config_dir!r},
-    "JUPYTER_PREFER_ENV_PATH": "0",
-}}
-# A token the test also uses to run `nbgrader db student add` as the grader (see README gap).
-service["api_token"] = {service_token!r}
-'''
+def unit_settings(unit: Path) -> dict[str, str]:
+    """The [Service] keys of a systemd unit file written by deploy/install."""
+    found = {}
+    for line in unit.read_text().splitlines():
+        key, sep, value = line.partition("=")
+        if sep and not line.startswith("#"):
+            found.setdefault(key.strip(), value.strip())
+    return found
 
 
 @dataclass
@@ -143,20 +107,21 @@ class Hub:
     extra_pids: list[int] = field(default_factory=list)
 
     @classmethod
-    def start(cls, config_file: Path, state: Path, bind_port: int, hub_port: int) -> Hub:
+    def from_unit(cls, unit: Path, state: Path, bind_port: int, hub_api_port: int) -> Hub:
+        """Start the hub as systemd would from the unit: ExecStartPre, then ExecStart."""
+        keys = unit_settings(unit)
+        name, _, value = keys["Environment"].partition("=")
+        # What systemd sets for a unit with User=root, and the unit's own Environment.
+        env = {"HOME": "/root", "USER": "root", "LOGNAME": "root", "SHELL": "/bin/bash"}
+        env.update({name: value, "LANG": "C.UTF-8"})
+        cwd = keys["WorkingDirectory"]
+        subprocess.run(shlex.split(keys["ExecStartPre"]), env=env, cwd=cwd, check=True)
         url = f"http://127.0.0.1:{bind_port}/"
-        hub = cls(url, f"http://127.0.0.1:{hub_port}/hub/api", state, state / "hub.log")
-        env = {
-            "PATH": f"{ha.VENV_BIN}:/usr/local/bin:/usr/bin:/bin",
-            "HOME": str(state),
-            "LANG": "C.UTF-8",
-            "NNCOURSE_HUB_URL": url,
-            "NNCOURSE_HUB_STATE": str(state),
-        }
+        hub = cls(url, f"http://127.0.0.1:{hub_api_port}/hub/api", state, state / "hub.log")
         log = open(hub.log_path, "wb")  # noqa: SIM115 (kept open for the child)
         hub.proc = subprocess.Popen(
-            [str(ha.VENV_BIN / "jupyterhub"), "-f", str(config_file)],
-            cwd=str(state),
+            shlex.split(keys["ExecStart"]),
+            cwd=cwd,
             env=env,
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -305,3 +270,23 @@ def scroll_to_output(page, nb_panel, steps: int = 60) -> None:
             scroller.evaluate("el => { el.scrollTop += el.clientHeight * 0.8; }")
             page.wait_for_timeout(150)
     raise AssertionError("no cell output visible in the notebook after Run All Cells")
+
+
+def type_into_cell(page, cell, text: str) -> None:
+    """Replace a cell's source by typing it into its editor, key by key, as a student does.
+
+    Enter makes the editor indent the new line by itself; Shift+Home then selects that
+    indentation, so the line's own (typed) indentation replaces it.
+    """
+    cell.scroll_into_view_if_needed()
+    cell.locator(".cm-content").click()
+    page.keyboard.press("Control+a")
+    page.keyboard.press("Delete")
+    for number, line in enumerate(text.split("\n")):
+        if number:
+            page.keyboard.press("Enter")
+            page.keyboard.press("Shift+Home")
+        if line:
+            page.keyboard.type(line)
+        else:
+            page.keyboard.press("Delete")  # an empty line: drop the editor's indentation

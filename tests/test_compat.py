@@ -128,3 +128,33 @@ def test_kill_pool_stops_running_work_without_waiting():
     with pytest.raises(concurrent.futures.process.BrokenProcessPool):
         future.result(timeout=10)
     assert time.monotonic() - started < 10
+
+
+def test_the_formgrader_button_asks_the_api_and_shows_log_before_error():
+    """What route_formgrader_autograde relies on: the handler calls api.autograde(a, s), and the
+    page shows the answer's "log" panel above its "error" panel."""
+    import inspect
+
+    import nbgrader.server_extensions.formgrader as fg
+    from nbgrader.server_extensions.formgrader.apihandlers import AutogradeHandler
+
+    assert "self.api.autograde(assignment_id, student_id)" in inspect.getsource(
+        AutogradeHandler.post
+    )
+    static = Path(fg.__file__).parent / "static" / "js"
+    page = (static / "manage_submissions.js").read_text()
+    assert 'response["log"],\n                response["error"]);' in page
+    utils = (static / "utils.js").read_text()
+    assert utils.index('text("Log Output")') < utils.index('text("Traceback")')
+
+
+def test_route_formgrader_autograde_replaces_the_api_method():
+    """After routing, every NbGraderAPI answers autograde with the given function."""
+    from nbgrader.apps.api import NbGraderAPI
+
+    original = NbGraderAPI.autograde
+    try:
+        compat.route_formgrader_autograde(lambda api, a, s: {"success": True, "log": f"{a}/{s}"})
+        assert NbGraderAPI.autograde(object(), "a1", "s1") == {"success": True, "log": "a1/s1"}
+    finally:
+        NbGraderAPI.autograde = original
