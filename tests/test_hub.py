@@ -372,8 +372,9 @@ def test_a_term_in_the_browser(deployment):
 
 
 def test_grading_from_the_root_shell(deployment):
-    """The guide's `as-grader nncourse grade` regrades in the sandbox and writes every output."""
+    """The guide's root-shell steps: collect, grade (in the sandbox, every output), release."""
     d = deployment
+    _as_grader(d, "nbgrader", "collect", ASSIGNMENT)
     done = _as_grader(d, "nncourse", "grade", ASSIGNMENT, "--force", check=False)
     assert done.returncode == 0, done.stdout + done.stderr
     # Two enrolled students: the one who submitted, regraded now, and the classmate, missing.
@@ -382,6 +383,8 @@ def test_grading_from_the_root_shell(deployment):
     reports = d["course"] / "reports"
     assert reports.joinpath(f"{ASSIGNMENT}_report.html").stat().st_uid == d["grader"].uid
     assert list((d["course"] / "feedback" / d["student"].name / ASSIGNMENT).glob("*.html"))
+    released = _as_grader(d, "nbgrader", "release_feedback", ASSIGNMENT)
+    assert d["student"].name in released.stdout + released.stderr
 
 
 def test_students_cannot_read_the_answers(deployment):
