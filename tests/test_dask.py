@@ -7,7 +7,9 @@ leaves every student graded exactly once, with the same grades.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,22 +21,27 @@ from pathlib import Path
 
 import pytest
 from distributed import Client
+from test_durable import snapshot
 from test_pipeline import ASSIGNMENT, MISTAKES, make_course, scores
 
 from nncourse import autograde, execute, grade, submissions
 from nncourse.autograde import GRADED, RECORD_FILE
+from nncourse.sandbox import find_bwrap
 
 DASK = str(Path(sys.executable).parent / "dask")
+NNCOURSE = str(Path(sys.executable).parent / "nncourse")
 CLASS_SIZE = 16
 WORKERS = 2
+EMPTY_FILE = hashlib.sha256(b"").hexdigest()
 STARTUP_SECONDS = 120  # the bound of a wait for the cluster, not a measured time
 
 
 @contextlib.contextmanager
-def dask_cluster(folder: Path) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+def dask_cluster(folder: Path, worker_paths: tuple[str, ...] = ("",) * WORKERS) -> Iterator[str]:
     """A scheduler and two one-thread workers on loopback, each `dask` command in its own session.
 
-    Yields the scheduler's address and the workers' commands; everything is stopped afterwards.
+    Each worker's PATH starts with its entry of worker_paths. Yields the scheduler's address;
+    everything is stopped afterwards.
     """
     folder.mkdir(parents=True, exist_ok=True)
     scheduler_file = folder / "scheduler.json"
@@ -48,12 +55,13 @@ def dask_cluster(folder: Path) -> Iterator[tuple[str, list[subprocess.Popen]]]:
     ]
     processes: list[subprocess.Popen] = []
     try:
-        for index, command in enumerate(commands):
+        for index, (command, path) in enumerate(zip(commands, ["", *worker_paths], strict=True)):
             log = (folder / f"dask-{index}.log").open("w")
             processes.append(
                 subprocess.Popen(
                     [*command, "--scheduler-file", str(scheduler_file)],
                     cwd=folder,
+                    env={**os.environ, "PATH": os.pathsep.join([path, os.environ["PATH"]])},
                     stdout=log,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,  # so that a worker is killed with its nanny
@@ -62,7 +70,7 @@ def dask_cluster(folder: Path) -> Iterator[tuple[str, list[subprocess.Popen]]]:
         with Client(scheduler_file=str(scheduler_file), timeout=STARTUP_SECONDS) as client:
             client.wait_for_workers(WORKERS, timeout=STARTUP_SECONDS)
             address = client.scheduler.address
-        yield address, processes[1:]
+        yield address
     finally:
         for process in reversed(processes):
             with contextlib.suppress(ProcessLookupError):
@@ -95,7 +103,7 @@ def local_scores(tmp_path_factory) -> dict[tuple[str, str], float]:
 @pytest.mark.kernels
 @pytest.mark.sandbox
 def test_a_dask_cluster_grades_as_the_local_pool(tmp_path, local_scores):
-    with dask_cluster(tmp_path / "cluster") as (address, _):
+    with dask_cluster(tmp_path / "cluster") as address:
         course = dask_course(tmp_path / "class", address)
         results = grade.grade_class(course, progress=False)
     assert [r.status for r in results] == [GRADED] * CLASS_SIZE
@@ -118,7 +126,7 @@ def test_a_worker_killed_mid_run_leaves_every_student_graded_once(
         return save(gb, config, outcome, *args)
 
     monkeypatch.setattr(autograde, "save_outcome", counting_save)
-    with dask_cluster(tmp_path / "cluster") as (address, workers):
+    with dask_cluster(tmp_path / "cluster") as address:
         course = dask_course(tmp_path / "class", address)
         results: list[grade.StudentResult] = []
         run = threading.Thread(
@@ -130,7 +138,10 @@ def test_a_worker_killed_mid_run_leaves_every_student_graded_once(
         ):
             time.sleep(0.2)  # until the first result is saved
         assert run.is_alive(), "the run ended before a worker could be killed mid-run"
-        os.killpg(workers[0].pid, signal.SIGKILL)  # the worker, its nanny and its kernel
+        with Client(address) as client:
+            busy = next(worker for worker, keys in client.processing().items() if keys)
+            pid = client.run(os.getpid, workers=[busy])[busy]
+        os.killpg(os.getpgid(pid), signal.SIGKILL)  # the worker, its nanny and its kernel
         run.join()
         with Client(address) as client:
             assert len(client.scheduler_info()["workers"]) == WORKERS - 1
@@ -152,3 +163,34 @@ def test_the_command_line_scheduler_wins_over_the_config():
             assert executor == execute.LocalPool(2)
     finally:
         execute.COMMAND_LINE_SCHEDULER.reset(token)
+
+
+@pytest.mark.sandbox
+def test_a_worker_without_the_sandbox_refuses_the_run(tmp_path):
+    """The sandbox's bwrap is found on one worker's PATH only: nothing is graded or written."""
+    tools = tmp_path / "tools"
+    tools.mkdir()
+    (tools / "course-bwrap").symlink_to(find_bwrap())
+    with dask_cluster(tmp_path / "cluster", (str(tools), "")) as address:
+        course = make_course(
+            tmp_path / "class", '\nc.SandboxedKernelManager.bwrap = "course-bwrap"\n'
+        )
+        submissions.write_class(course, ASSIGNMENT, 2, MISTAKES)
+        before = snapshot(course)
+        refused = subprocess.run(
+            [NNCOURSE, "--root", str(course), "grade", "--scheduler", address],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        with Client(address) as client:
+            found = client.run(shutil.which, "course-bwrap")
+    (lacking,) = [worker for worker, path in found.items() if path is None]
+    assert refused.returncode == 1
+    assert f"Dask worker {lacking} cannot grade" in refused.stderr
+    assert "'course-bwrap' not found" in refused.stderr
+    assert "Nothing was changed" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    after = snapshot(course)
+    assert after.pop("gradebook.db.lock") == EMPTY_FILE  # the run lock's file, kept by design
+    assert after == before
