@@ -72,6 +72,7 @@ def _run_grade(args: argparse.Namespace) -> int:
     """Grade the class and print the summary."""
     from nncourse import execute, workflow
 
+    # grade_and_report takes no executor option: the choice reaches the grading step this way.
     execute.COMMAND_LINE_SCHEDULER.set(args.scheduler)
     run = _resumable(
         lambda: workflow.grade_and_report(

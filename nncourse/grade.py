@@ -114,11 +114,12 @@ def grade_locked(
         limits = GradingLimits(config=config)
         tasks, kept = [], []
         for assignment in assignments:
-            files = autograde.assignment_files(course, assignment, notebooks[assignment])
+            names = notebooks[assignment]
+            files = autograde.assignment_files(course, assignment, names)
             for student in roster:
                 crashpoints.reached("planning")
                 kept_or_task = _plan(
-                    gb, course, config, limits, student, assignment, files, notebooks, force
+                    gb, course, config, limits, student, assignment, names, files, force
                 )
                 (tasks if isinstance(kept_or_task, Task) else kept).append(kept_or_task)
         gb.db.rollback()  # planning read: end its transaction before anything writes
@@ -227,8 +228,8 @@ def _plan(
     limits: GradingLimits,
     student: str,
     assignment: str,
+    notebooks: list[str],
     files: autograde.AssignmentFiles,
-    notebooks: dict[str, list[str]],
     force: bool,
 ) -> Task | Outcome:
     """Decide on one student's assignment: a task to run, or the outcome already known."""
@@ -267,7 +268,7 @@ def _plan(
             flags=record.get("flags", []),
             grade_again=record.get("grade_again", []),
         )
-    return Task(config, student, assignment, notebooks[assignment], "", digest, submission, files)
+    return Task(config, student, assignment, notebooks, "", digest, submission, files)
 
 
 def _submission_id(gb: Gradebook, student: str, assignment: str) -> str | None:
