@@ -56,17 +56,17 @@ def dask_cluster(folder: Path, worker_paths: tuple[str, ...] = ("",) * WORKERS) 
     processes: list[subprocess.Popen] = []
     try:
         for index, (command, path) in enumerate(zip(commands, ["", *worker_paths], strict=True)):
-            log = (folder / f"dask-{index}.log").open("w")
-            processes.append(
-                subprocess.Popen(
-                    [*command, "--scheduler-file", str(scheduler_file)],
-                    cwd=folder,
-                    env={**os.environ, "PATH": os.pathsep.join([path, os.environ["PATH"]])},
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    start_new_session=True,  # so that a worker is killed with its nanny
+            with (folder / f"dask-{index}.log").open("w") as log:
+                processes.append(
+                    subprocess.Popen(
+                        [*command, "--scheduler-file", str(scheduler_file)],
+                        cwd=folder,
+                        env={**os.environ, "PATH": os.pathsep.join([path, os.environ["PATH"]])},
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,  # so that a worker is killed with its nanny
+                    )
                 )
-            )
         with Client(scheduler_file=str(scheduler_file), timeout=STARTUP_SECONDS) as client:
             client.wait_for_workers(WORKERS, timeout=STARTUP_SECONDS)
             address = client.scheduler.address
@@ -100,8 +100,11 @@ def local_scores(tmp_path_factory) -> dict[tuple[str, str], float]:
     return scores(db_url(course))
 
 
+# xdist_group("dask"): the two gradings on a cluster share the local grading they are compared
+# with, and run one after the other on one pytest worker.
 @pytest.mark.kernels
 @pytest.mark.sandbox
+@pytest.mark.xdist_group("dask")
 def test_a_dask_cluster_grades_as_the_local_pool(tmp_path, local_scores):
     with dask_cluster(tmp_path / "cluster") as address:
         course = dask_course(tmp_path / "class", address)
@@ -115,6 +118,7 @@ def test_a_dask_cluster_grades_as_the_local_pool(tmp_path, local_scores):
 
 @pytest.mark.kernels
 @pytest.mark.sandbox
+@pytest.mark.xdist_group("dask")
 def test_a_worker_killed_mid_run_leaves_every_student_graded_once(
     tmp_path, local_scores, monkeypatch
 ):
