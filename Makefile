@@ -49,10 +49,12 @@ test-fast: venv lint
 demo: venv
 	$(BIN)/nncourse demo
 
-# Grade every new or changed submission in submitted/; JOBS=N sets the parallel kernels.
+# Grade every new or changed submission in submitted/; JOBS=N sets the parallel kernels,
+# SCHEDULER=tcp://HOST:PORT grades on the workers of that Dask scheduler instead.
 JOBS ?=
+SCHEDULER ?=
 grade: venv
-	$(BIN)/nncourse grade $(if $(JOBS),--jobs $(JOBS))
+	$(BIN)/nncourse grade $(if $(JOBS),--jobs $(JOBS)) $(if $(SCHEDULER),--scheduler $(SCHEDULER))
 
 # Parallel grading against sequential nbgrader and the bare-kernel floor, in one run.
 bench: venv

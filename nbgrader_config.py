@@ -201,3 +201,11 @@ c.GradingLimits.time_budget = 60
 # Where bubblewrap cannot run (some container hosts), grading stops with a message saying
 # why. Only an instructor who accepts running student code unconfined opts out:
 # c.SandboxedKernelManager.enabled = False
+
+# Where `nncourse grade` executes submissions (nncourse/execute.py). Empty: a process pool on
+# this machine, as many kernels at a time as it has cores (`--jobs`). A Dask scheduler's
+# address, tcp://HOST:PORT: its workers execute them, each in its own sandbox (every worker
+# is checked before anything is written); this process still writes every grade. Workers
+# need this course's nncourse installed and the submitted/ folder at the same path (shared
+# storage). `nncourse grade --scheduler ADDRESS` (or `make grade SCHEDULER=...`) wins.
+c.GradingExecutor.scheduler = ""

@@ -2,9 +2,11 @@
 
 Usage (from the course root): python bench/grading.py [--submissions 16] [--jobs N]
 
-All three are measured on the same submissions in fresh copies of the course:
+All are measured on the same submissions in fresh copies of the course:
 - baseline: `nbgrader autograde` (one process, one submission after another);
 - ours: `nncourse grade --jobs N` (and `--jobs 1`, for the per-submission cost);
+- ours on Dask: `nncourse grade` on a local Dask cluster of N one-thread worker processes
+  (started before the clock starts), against the process pool: the Dask overhead;
 - floor: each submitted notebook executed once in a fresh kernel with nbclient, nothing else.
 It also samples the grading kernels while ours runs, to show memory follows the jobs, not the class.
 """
@@ -25,7 +27,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbgrader.api import Gradebook
 
-from nncourse import grade, submissions
+from nncourse import execute, grade, submissions
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "simple_nn"
@@ -39,14 +41,7 @@ def make_class(folder: Path, count: int) -> Path:
     subprocess.run(
         [NBGRADER, "generate_assignment", ASSIGNMENT], cwd=folder, check=True, capture_output=True
     )
-    release = submissions.read_release(folder, ASSIGNMENT)
-    fixtures = submissions.load_fixtures(ROOT / "tests" / "fixtures" / "mistakes")
-    for index in range(count):
-        fixture = fixtures[index % len(fixtures)] if index % 4 else None  # every 4th is correct
-        cells = submissions.student_cells(ASSIGNMENT, fixture)
-        submissions.write_submission(
-            folder, f"student{index:03d}", ASSIGNMENT, submissions.fill(release, cells)
-        )
+    submissions.write_class(folder, ASSIGNMENT, count, ROOT / "tests" / "fixtures" / "mistakes")
     return folder
 
 
@@ -55,6 +50,18 @@ def timed(action) -> float:
     start = time.perf_counter()
     action()
     return time.perf_counter() - start
+
+
+def on_dask(course: Path, workers: int) -> float:
+    """Seconds to grade the course on a local Dask cluster of `workers` (its start not counted)."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster:
+        chosen = execute.COMMAND_LINE_SCHEDULER.set(cluster.scheduler_address)
+        try:
+            return timed(lambda: grade.grade_class(course, progress=False))
+        finally:
+            execute.COMMAND_LINE_SCHEDULER.reset(chosen)
 
 
 def bare_kernels(course: Path) -> None:
@@ -122,7 +129,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nncourse-bench-") as tmp:
         courses = {
             name: make_class(Path(tmp) / name, n)
-            for name in ["sequential", "parallel", "one_job", "floor"]
+            for name in ["sequential", "parallel", "dask", "one_job", "floor"]
         }
         print(f"{n} submissions, {os.cpu_count()} cores, --jobs {args.jobs}")
         sequential = timed(
@@ -139,11 +146,13 @@ def main() -> None:
             lambda: grade.grade_class(courses["parallel"], jobs=args.jobs, progress=False)
         )
         sampler.running = False
+        dask = on_dask(courses["dask"], args.jobs)
         one_job = timed(lambda: grade.grade_class(courses["one_job"], jobs=1, progress=False))
         floor = timed(lambda: bare_kernels(courses["floor"]))
         same = (
             scores(courses["sequential"])
             == scores(courses["parallel"])
+            == scores(courses["dask"])
             == scores(courses["one_job"])
         )
 
@@ -151,6 +160,14 @@ def main() -> None:
     print(
         f"nncourse grade --jobs {args.jobs:<2}         {parallel:7.1f} s   "
         f"ratio {parallel / sequential:.2f} of sequential (target <= 0.55)"
+    )
+    print(
+        f"nncourse grade on Dask, {args.jobs} workers {dask:7.1f} s   "
+        f"ratio {dask / sequential:.2f} of sequential, {dask / parallel:.2f} of the process pool"
+    )
+    print(
+        f"Dask overhead per submission    {(dask - parallel) / n:7.2f} s   "
+        f"ratio {(dask - parallel) / sequential:.3f} of sequential"
     )
     print(f"grades identical                {same}")
     print(f"bare-kernel floor per submission {floor / n:6.2f} s")

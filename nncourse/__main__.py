@@ -46,7 +46,7 @@ def _run_build(args: argparse.Namespace) -> int:
 
 
 def _add_grade(subparsers: argparse._SubParsersAction) -> None:
-    """Register ``nncourse grade [ASSIGNMENT ...] [--jobs N] [--force]``."""
+    """Register ``nncourse grade [ASSIGNMENT ...] [--jobs N] [--scheduler ADDRESS] [--force]``."""
     parser = subparsers.add_parser(
         "grade",
         help="autograde every submission in parallel, then feedback, exports and class report",
@@ -57,14 +57,23 @@ def _add_grade(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("assignments", nargs="*", metavar="ASSIGNMENT", help="default: all")
     parser.add_argument("-j", "--jobs", type=int, help="parallel kernels (default: all cores)")
+    parser.add_argument(
+        "--scheduler",
+        metavar="ADDRESS",
+        help="execute the submissions on the workers of the Dask scheduler at ADDRESS "
+        "(tcp://HOST:PORT; default: c.GradingExecutor.scheduler, else this machine; "
+        "'' for this machine)",
+    )
     parser.add_argument("--force", action="store_true", help="regrade unchanged submissions too")
     parser.set_defaults(run=_run_grade)
 
 
 def _run_grade(args: argparse.Namespace) -> int:
     """Grade the class and print the summary."""
-    from nncourse import workflow
+    from nncourse import execute, workflow
 
+    # grade_and_report takes no executor option: the choice reaches the grading step this way.
+    execute.COMMAND_LINE_SCHEDULER.set(args.scheduler)
     run = _resumable(
         lambda: workflow.grade_and_report(
             args.root, args.assignments, jobs=args.jobs, force=args.force

@@ -1,8 +1,7 @@
-"""Parallel autograding: submissions run side by side in fresh kernels; one process saves grades."""
+"""Autograding with nbgrader's own steps: a submission executed (in a worker), its grades saved."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import copy
 import dataclasses
@@ -11,15 +10,13 @@ import fnmatch
 import hashlib
 import json
 import logging
-import multiprocessing
 import os
 import shutil
-import signal
 import sqlite3
 import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +30,11 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import SaveAutoGrades
 from traitlets.config import Config
 
-from nncourse import calls, checks, compat, crashpoints, durable, exchange, inert, tamper, verdicts
+from nncourse import compat, crashpoints, exchange, inert, tamper, verdicts
 from nncourse.exchange import EXCHANGE_FILE_BYTES, EXCHANGE_FILES, REFUSED_FILE
 from nncourse.files import Folder, Refused, TooLarge, course_folder, refusal
 from nncourse.limits import OUTPUT_TOO_LARGE, GradingLimits, setting
-from nncourse.sandbox import KernelTimeLimitExceeded, SandboxedKernelManager, check_sandbox
+from nncourse.sandbox import KernelTimeLimitExceeded, SandboxedKernelManager
 
 GRADED, MISSING, UNGRADABLE, CRASHED, TIMED_OUT = (
     "graded",
@@ -72,8 +69,22 @@ class Submission:
 
 
 @dataclasses.dataclass
+class AssignmentFiles:
+    """What grading a submission reads of the course beyond it: read once, shipped with tasks."""
+
+    release_notebooks: dict[str, str]  # notebook -> the release's JSON ("" when not built here)
+    release_files: list[str]  # every file of the release, relative to its folder
+    kernel_files: dict[str, bytes]  # the source's other files, laid out beside every kernel
+
+
+@dataclasses.dataclass
 class Task:
-    """One submission to execute: everything a worker process needs, nothing it must share."""
+    """One submission to execute: everything a worker process needs, nothing it must share.
+
+    A worker reads from disk only the submitted folder (submitted/<student>/<assignment>/, by
+    the safe reader) and the gradebook at read_db_url (cells to restore; a local snapshot for
+    SQLite); everything else of the course comes in `files`. It writes only into `staging`.
+    """
 
     config: Config
     student: str
@@ -82,6 +93,7 @@ class Task:
     read_db_url: str
     digest: str
     submission: Submission
+    files: AssignmentFiles
     staging: str = ""  # where the worker builds the new autograded folder
 
 
@@ -290,11 +302,11 @@ def execute_submission(task: Task) -> Outcome:
                     outcome.flags.append(f"submitted no {path}")
                     continue
                 nb = _read_notebook(folder, path, limits)
-                release = _release_notebook(course, task.assignment, notebook)
-                expected = _expected_files(course, task)
+                release = _release_notebook(task.files, notebook)
+                expected = _expected_files(task)
                 outcome.flags += tamper.scan(nb, release, sorted(submission.files), expected)
                 nb = tamper.repair(nb, release)
-                with _kernel_folder(course, task.assignment) as work:
+                with _kernel_folder(task.files) as work:
                     resources = _resources(
                         task.student, task.assignment, notebook, task.read_db_url, work
                     )
@@ -340,7 +352,7 @@ def _open_for_grading(course: CourseDirectory, task: Task) -> Folder:
 
 
 @contextlib.contextmanager
-def _kernel_folder(course: CourseDirectory, assignment: str) -> Iterator[Path]:
+def _kernel_folder(files: AssignmentFiles) -> Iterator[Path]:
     """A fresh folder for one kernel with the assignment's own files; removed afterwards.
 
     nbgrader copies every file a student submits next to the notebook, where a submitted
@@ -351,12 +363,9 @@ def _kernel_folder(course: CourseDirectory, assignment: str) -> Iterator[Path]:
     """
     work = Path(tempfile.mkdtemp(prefix="nncourse-kernel-"))
     try:
-        source = Path(course.format_path(course.source_directory, ".", assignment))
-        for path in source.rglob("*"):
-            relative = path.relative_to(source)
-            if path.is_file() and path.suffix != ".ipynb" and not _ignored(relative, course):
-                (work / relative).parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(path, work / relative)
+        for relative, data in files.kernel_files.items():
+            (work / relative).parent.mkdir(parents=True, exist_ok=True)
+            (work / relative).write_bytes(data)
         yield work
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -369,18 +378,40 @@ def _copy_exchange_files(folder: Folder, dest: Path) -> None:
             folder.copy(name, dest / name, EXCHANGE_FILE_BYTES)
 
 
-def _expected_files(course: CourseDirectory, task: Task) -> set[str]:
+def _expected_files(task: Task) -> set[str]:
     """What a submission may hold: the notebooks, the release's files and the exchange's."""
-    release = Path(course.format_path(course.release_directory, ".", task.assignment))
-    shipped = {str(p.relative_to(release)) for p in release.rglob("*") if p.is_file()}
     notebooks = {f"{name}.ipynb" for name in task.notebooks}
-    return shipped | notebooks | set(EXCHANGE_FILES) | {REFUSED_FILE}
+    return set(task.files.release_files) | notebooks | set(EXCHANGE_FILES) | {REFUSED_FILE}
 
 
-def _release_notebook(course: CourseDirectory, assignment: str, notebook: str) -> NotebookNode:
+def _release_notebook(files: AssignmentFiles, notebook: str) -> NotebookNode:
     """The notebook students received (an empty one when the release is not built here)."""
-    path = Path(course.format_path(course.release_directory, ".", assignment)) / f"{notebook}.ipynb"
-    return nbformat.read(path, as_version=4) if path.is_file() else nbformat.v4.new_notebook()
+    text = files.release_notebooks.get(notebook, "")
+    return nbformat.reads(text, as_version=4) if text else nbformat.v4.new_notebook()
+
+
+def assignment_files(
+    course: CourseDirectory, assignment: str, notebooks: list[str]
+) -> AssignmentFiles:
+    """Read what grading needs of an assignment's release and source, for every task of it."""
+    release = Path(course.format_path(course.release_directory, ".", assignment))
+    source = Path(course.format_path(course.source_directory, ".", assignment))
+    released = {str(p.relative_to(release)): p for p in release.rglob("*") if p.is_file()}
+    return AssignmentFiles(
+        release_notebooks={
+            notebook: released[f"{notebook}.ipynb"].read_text()
+            for notebook in notebooks
+            if f"{notebook}.ipynb" in released
+        },
+        release_files=sorted(released),
+        kernel_files={
+            str(path.relative_to(source)): path.read_bytes()
+            for path in sorted(source.rglob("*"))
+            if path.is_file()
+            and path.suffix != ".ipynb"
+            and not _ignored(path.relative_to(source), course)
+        },
+    )
 
 
 def _read_notebook(folder: Folder, path: str, limits: GradingLimits) -> NotebookNode:
@@ -715,13 +746,6 @@ def prune_autograded(assignment: str, student: str, notebooks: list[str]) -> Non
                     os.unlink(entry.path)
 
 
-def preflight(config: Config) -> None:
-    """Refuse to grade when the sandbox is switched on but cannot run here; say why."""
-    manager = SandboxedKernelManager(config=config)
-    if manager.enabled:
-        check_sandbox(manager)
-
-
 @contextlib.contextmanager
 def read_only_copy(db_url: str) -> Iterator[str]:
     """A database URL the workers may read while the main process writes.
@@ -742,97 +766,3 @@ def read_only_copy(db_url: str) -> Iterator[str]:
         ):
             live.backup(copy)
         yield prefix + str(snapshot)
-
-
-def _worker_init(grader: int) -> None:
-    """Tie the worker to the grader's life; keep each kernel to one thread and the log quiet."""
-    # Killed with the grader, whatever kills it: a worker's kernel sandbox dies with the worker
-    # (bwrap --die-with-parent), so nothing of a stopped run keeps running.
-    durable.die_with_parent(grader)
-    # Ctrl-C at a terminal reaches the whole process group: the grader alone decides what stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = "1"
-    # nbgrader warns for every restored grade cell that its checksum changed (it stores the
-    # checksum with the hidden tests, so every submission differs), and nbclient logs a dead
-    # kernel as an error: what a worker meets becomes the submission's outcome, which the
-    # summary states in the instructor's terms.
-    logging.getLogger("traitlets").setLevel(logging.CRITICAL)
-
-
-def run_parallel(tasks: list[Task], jobs: int, on_done: Callable[[Outcome], None]) -> None:
-    """Execute the tasks on `jobs` worker processes; hand each outcome to on_done when it is ready.
-
-    A worker process that dies (killed for memory, say) breaks the whole pool; the tasks it
-    took down with it are run again in a fresh pool, and a task that breaks a pool on its
-    own is reported as crashed.
-    """
-    # Forked workers start at once with nbgrader already imported (spawning costs each one
-    # ~2.5 s of imports); they share nothing with the grader but what the task carries.
-    context = multiprocessing.get_context("fork")
-    # Every worker judges with the same plans: record them once, here, and fork them along.
-    for grade_id in checks.CHECKS:
-        calls.plan(grade_id)
-    durable.adopt_orphans()
-    before = durable.children()  # a caller's own (a test's database server, say)
-    try:
-        _run_pools(tasks, jobs, on_done, context)
-    finally:
-        # Every worker is gone by now: any other new child is an orphaned sandbox, adopted.
-        durable.stop_children(spare=before)
-
-
-def _run_pools(
-    tasks: list[Task],
-    jobs: int,
-    on_done: Callable[[Outcome], None],
-    context: multiprocessing.context.BaseContext,
-) -> None:
-    """run_parallel's pools: all tasks, then those of a broken pool one at a time."""
-    pending, alone = list(tasks), False
-    while pending:
-        broken = []
-        pool = concurrent.futures.ProcessPoolExecutor(
-            1 if alone else jobs,
-            mp_context=context,
-            initializer=_worker_init,
-            initargs=(os.getpid(),),
-        )
-        try:
-            futures = {pool.submit(execute_submission, task): task for task in pending}
-            crashpoints.reached("pool-started")
-            for future in concurrent.futures.as_completed(futures):
-                task = futures[future]
-                try:
-                    outcome = future.result()
-                except concurrent.futures.process.BrokenProcessPool:
-                    broken.append(task)
-                    continue
-                except Exception as error:  # noqa: BLE001 - one failure must not stop the batch
-                    outcome = _grading_failed(task, error)
-                on_done(outcome)
-        except BaseException:
-            # Stopped (Ctrl-C, SIGTERM, a failed save): the workers and their kernels go now.
-            # Not `with pool`: its exit waits for the pool's threads, which can hang on the
-            # queues of killed workers.
-            compat.kill_pool(pool)
-            raise
-        pool.shutdown()
-        if alone:
-            for task in broken:
-                on_done(_grading_failed(task, RuntimeError("its grading process died")))
-            return
-        pending, alone = broken, True
-
-
-def _grading_failed(task: Task, error: BaseException) -> Outcome:
-    """The outcome of a submission whose grading itself failed: crashed, and retried next time."""
-    return Outcome(
-        task.student,
-        task.assignment,
-        CRASHED,
-        digest=task.digest,
-        retry=True,
-        reason=f"grading failed: {type(error).__name__}: {error}",
-    )

@@ -16,7 +16,7 @@ from nbgrader.coursedir import CourseDirectory
 from tqdm import tqdm
 from traitlets.config import Config
 
-from nncourse import autograde, crashpoints, durable
+from nncourse import autograde, crashpoints, durable, execute
 from nncourse.autograde import MISSING, NEEDS_ATTENTION, UNGRADABLE, Outcome, Task
 from nncourse.compat import ConfigError
 from nncourse.inert import printable, safe_student_id
@@ -114,26 +114,32 @@ def grade_locked(
         limits = GradingLimits(config=config)
         tasks, kept = [], []
         for assignment in assignments:
+            names = notebooks[assignment]
+            files = autograde.assignment_files(course, assignment, names)
             for student in roster:
                 crashpoints.reached("planning")
                 kept_or_task = _plan(
-                    gb, course, config, limits, student, assignment, notebooks[assignment], force
+                    gb, course, config, limits, student, assignment, names, files, force
                 )
                 (tasks if isinstance(kept_or_task, Task) else kept).append(kept_or_task)
         gb.db.rollback()  # planning read: end its transaction before anything writes
-        preflight(course, config, needs_sandbox=bool(tasks))
         outcomes: list[Outcome] = list(kept)
-        if tasks:
-            _run_tasks(gb, course, config, tasks, notebooks, jobs, progress, outcomes)
+        with execute.chosen(config, jobs) as executor:
+            preflight(course, config, executor if tasks else None)
+            if tasks:
+                _run_tasks(gb, course, config, tasks, notebooks, executor, progress, outcomes)
     regraded = {(t.student, t.assignment) for t in tasks}
     return _results(course, outcomes, regraded)
 
 
-def preflight(course: CourseDirectory, config: Config, needs_sandbox: bool) -> None:
-    """Refuse, changing nothing, a run that could not finish: no sandbox, no room to write."""
+def preflight(course: CourseDirectory, config: Config, executor: execute.Executor | None) -> None:
+    """Refuse, changing nothing, a run that could not finish: no sandbox, no room to write.
+
+    The executor checks where it executes (every Dask worker); None: nothing to execute.
+    """
     try:
-        if needs_sandbox:
-            autograde.preflight(config)
+        if executor is not None:
+            executor.preflight(config)
         root = Path(course.root)
         database = durable.sqlite_path(course.db_url)
         folders = [root / course.autograded_directory, root / course.feedback_directory]
@@ -142,7 +148,7 @@ def preflight(course: CourseDirectory, config: Config, needs_sandbox: bool) -> N
             + ([database.parent] if database else []),
             database,
         )
-    except (SandboxUnavailable, durable.RunRefused) as error:
+    except (SandboxUnavailable, durable.RunRefused, execute.ExecutorUnavailable) as error:
         raise SystemExit(f"nncourse grade: {error}. Nothing was changed.") from None
 
 
@@ -152,11 +158,11 @@ def _run_tasks(
     config,
     tasks: list[Task],
     notebooks: dict[str, list[str]],
-    jobs: int,
+    executor: execute.Executor,
     progress: bool,
     outcomes: list[Outcome],
 ) -> None:
-    """Back up, execute the tasks in parallel and save each outcome as it arrives."""
+    """Back up, execute the tasks on the executor and save each outcome as it arrives."""
     database = durable.sqlite_path(course.db_url)
     if database:
         print(f"gradebook backed up to {durable.backup(database)}")
@@ -191,7 +197,7 @@ def _run_tasks(
         with autograde.read_only_copy(course.db_url) as read_url:
             for task in tasks:
                 task.read_db_url = read_url
-            autograde.run_parallel(tasks, jobs, on_done)
+            executor.run(tasks, on_done)
     except KeyboardInterrupt:
         raise GradingInterrupted(
             f"{saved} of {len(tasks)} submissions to grade were saved in the gradebook"
@@ -223,6 +229,7 @@ def _plan(
     student: str,
     assignment: str,
     notebooks: list[str],
+    files: autograde.AssignmentFiles,
     force: bool,
 ) -> Task | Outcome:
     """Decide on one student's assignment: a task to run, or the outcome already known."""
@@ -261,7 +268,7 @@ def _plan(
             flags=record.get("flags", []),
             grade_again=record.get("grade_again", []),
         )
-    return Task(config, student, assignment, notebooks, "", digest, submission)
+    return Task(config, student, assignment, notebooks, "", digest, submission, files)
 
 
 def _submission_id(gb: Gradebook, student: str, assignment: str) -> str | None:

@@ -226,3 +226,18 @@ def write_submission(
     notebooks.write(nb, path)
     (folder / "timestamp.txt").write_text(timestamp(when), encoding="utf-8")
     return path
+
+
+def write_class(course_root: Path, assignment: str, count: int, mistakes: Path) -> list[str]:
+    """Lay out `count` students: every 4th correct, the others each catalogued mistake in turn."""
+    release = read_release(course_root, assignment)
+    fixtures = load_fixtures(mistakes)
+    students = []
+    for index in range(count):
+        fixture = fixtures[index % len(fixtures)] if index % 4 else None
+        student = f"student{index:03d}"
+        write_submission(
+            course_root, student, assignment, fill(release, student_cells(assignment, fixture))
+        )
+        students.append(student)
+    return students
