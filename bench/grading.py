@@ -27,7 +27,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbgrader.api import Gradebook
 
-from nncourse import execute, grade, submissions
+from nncourse import grade, submissions
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "simple_nn"
@@ -57,11 +57,8 @@ def on_dask(course: Path, workers: int) -> float:
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster:
-        chosen = execute.COMMAND_LINE_SCHEDULER.set(cluster.scheduler_address)
-        try:
-            return timed(lambda: grade.grade_class(course, progress=False))
-        finally:
-            execute.COMMAND_LINE_SCHEDULER.reset(chosen)
+        address = cluster.scheduler_address
+        return timed(lambda: grade.grade_class(course, progress=False, scheduler=address))
 
 
 def bare_kernels(course: Path) -> None:

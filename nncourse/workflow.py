@@ -12,7 +12,7 @@ from nbgrader.apps import NbGraderAPI
 from nbgrader.auth import Authenticator, NoAuthPlugin
 from nbgrader.coursedir import CourseDirectory
 
-from nncourse import autograde, crashpoints, durable, export, grade, report
+from nncourse import autograde, crashpoints, durable, execute, export, grade, report
 from nncourse.autograde import MISSING, UNGRADABLE
 from nncourse.inert import printable
 
@@ -37,9 +37,11 @@ def grade_and_report(
     jobs: int | None = None,
     force: bool = False,
     progress: bool = True,
+    scheduler: str | None = None,
 ) -> RunResult:
     """Grade, write feedback where a grading has none yet, export grades and write the report."""
     config = grade.load_config(course_root)
+    execute.choose(config, scheduler)
     course = CourseDirectory(config=config)
     with grade.run_lock(course):
         results = grade.grade_locked(course, config, assignments, jobs, force, progress)
