@@ -157,7 +157,7 @@ class LocalPool:
             pool = concurrent.futures.ProcessPoolExecutor(
                 1 if alone else self.jobs,
                 mp_context=context,
-                initializer=_worker_init,
+                initializer=worker_init,
                 initargs=(os.getpid(),),
             )
             try:
@@ -189,7 +189,7 @@ class LocalPool:
             pending, alone = broken, True
 
 
-def _worker_init(grader: int) -> None:
+def worker_init(grader: int) -> None:
     """Tie a pool's worker to the grader's life; keep each kernel to one thread, the log quiet."""
     # Killed with the grader, whatever kills it: a worker's kernel sandbox dies with the worker
     # (bwrap --die-with-parent), so nothing of a stopped run keeps running.
