@@ -3,6 +3,9 @@
 Usage (from the course root): python bench/grading.py [--submissions 16] [--jobs N]
 
 All are measured on the same submissions in fresh copies of the course:
+- the instructor's whole job: `nbgrader autograde`, `nbgrader generate_feedback` and
+  `nbgrader export`, one after the other, against `make grade` (`nncourse grade`: grading,
+  feedback, exports and the class report);
 - baseline: `nbgrader autograde` (one process, one submission after another);
 - ours: `nncourse grade --jobs N` (and `--jobs 1`, for the per-submission cost);
 - ours on Dask: `nncourse grade` on a local Dask cluster of N one-thread worker processes
@@ -27,7 +30,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbgrader.api import Gradebook
 
-from nncourse import execute, grade, submissions
+from nncourse import grade, submissions, workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "simple_nn"
@@ -57,11 +60,8 @@ def on_dask(course: Path, workers: int) -> float:
     from distributed import LocalCluster
 
     with LocalCluster(n_workers=workers, threads_per_worker=1, dashboard_address=None) as cluster:
-        chosen = execute.COMMAND_LINE_SCHEDULER.set(cluster.scheduler_address)
-        try:
-            return timed(lambda: grade.grade_class(course, progress=False))
-        finally:
-            execute.COMMAND_LINE_SCHEDULER.reset(chosen)
+        address = cluster.scheduler_address
+        return timed(lambda: grade.grade_class(course, progress=False, scheduler=address))
 
 
 def bare_kernels(course: Path) -> None:
@@ -129,7 +129,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="nncourse-bench-") as tmp:
         courses = {
             name: make_class(Path(tmp) / name, n)
-            for name in ["sequential", "parallel", "dask", "one_job", "floor"]
+            for name in ["sequential", "parallel", "whole", "dask", "one_job", "floor"]
         }
         print(f"{n} submissions, {os.cpu_count()} cores, --jobs {args.jobs}")
         sequential = timed(
@@ -139,6 +139,17 @@ def main() -> None:
                 check=True,
                 capture_output=True,
             )
+        )
+        nbgrader_rest = timed(
+            lambda: [
+                subprocess.run(
+                    [NBGRADER, *step], cwd=courses["sequential"], check=True, capture_output=True
+                )
+                for step in (["generate_feedback", ASSIGNMENT], ["export"])
+            ]
+        )
+        whole = timed(
+            lambda: workflow.grade_and_report(courses["whole"], jobs=args.jobs, progress=False)
         )
         sampler = KernelSampler()
         sampler.start()
@@ -154,8 +165,15 @@ def main() -> None:
             == scores(courses["parallel"])
             == scores(courses["dask"])
             == scores(courses["one_job"])
+            == scores(courses["whole"])
         )
 
+    baseline = sequential + nbgrader_rest
+    print(f"nbgrader autograde, generate_feedback, export  {baseline:7.1f} s")
+    print(
+        f"make grade (grade, feedback, exports, report)   {whole:7.1f} s   "
+        f"ratio {whole / baseline:.2f} of nbgrader's (target <= 0.45)"
+    )
     print(f"sequential nbgrader autograde   {sequential:7.1f} s")
     print(
         f"nncourse grade --jobs {args.jobs:<2}         {parallel:7.1f} s   "

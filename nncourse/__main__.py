@@ -70,13 +70,11 @@ def _add_grade(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_grade(args: argparse.Namespace) -> int:
     """Grade the class and print the summary."""
-    from nncourse import execute, workflow
+    from nncourse import workflow
 
-    # grade_and_report takes no executor option: the choice reaches the grading step this way.
-    execute.COMMAND_LINE_SCHEDULER.set(args.scheduler)
     run = _resumable(
         lambda: workflow.grade_and_report(
-            args.root, args.assignments, jobs=args.jobs, force=args.force
+            args.root, args.assignments, args.jobs, args.force, scheduler=args.scheduler
         ),
         rerun="make grade",
     )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
-import contextvars
 import dataclasses
 import hashlib
 import logging
@@ -30,10 +29,6 @@ from nncourse.autograde import CRASHED, AssignmentFiles, Outcome, Task
 from nncourse.sandbox import SandboxedKernelManager, SandboxUnavailable, check_sandbox
 
 OnDone = Callable[[Outcome], None]
-# The command line's --scheduler, which wins over c.GradingExecutor.scheduler (None: not given).
-COMMAND_LINE_SCHEDULER: contextvars.ContextVar[str | None] = contextvars.ContextVar(
-    "COMMAND_LINE_SCHEDULER", default=None
-)
 CONNECT_TIMEOUT = "20s"  # to reach a Dask scheduler before the run is refused
 
 
@@ -61,12 +56,16 @@ class Executor(Protocol):
         """Execute the tasks; call on_done in this thread for each outcome as it is ready."""
 
 
+def choose(config: Config, scheduler: str | None) -> None:
+    """Let the command line's --scheduler (None: not given) win over c.GradingExecutor.scheduler."""
+    if scheduler is not None:
+        config.GradingExecutor.scheduler = scheduler
+
+
 @contextlib.contextmanager
 def chosen(config: Config, jobs: int) -> Iterator[Executor]:
-    """The executor the command line or the config chooses; closed (disconnected) afterwards."""
-    address = COMMAND_LINE_SCHEDULER.get()
-    if address is None:
-        address = GradingExecutor(config=config).scheduler
+    """The executor the config chooses; closed (disconnected) afterwards."""
+    address = GradingExecutor(config=config).scheduler
     if not address:
         yield LocalPool(jobs)
         return
@@ -158,7 +157,7 @@ class LocalPool:
             pool = concurrent.futures.ProcessPoolExecutor(
                 1 if alone else self.jobs,
                 mp_context=context,
-                initializer=_worker_init,
+                initializer=worker_init,
                 initargs=(os.getpid(),),
             )
             try:
@@ -190,7 +189,7 @@ class LocalPool:
             pending, alone = broken, True
 
 
-def _worker_init(grader: int) -> None:
+def worker_init(grader: int) -> None:
     """Tie a pool's worker to the grader's life; keep each kernel to one thread, the log quiet."""
     # Killed with the grader, whatever kills it: a worker's kernel sandbox dies with the worker
     # (bwrap --die-with-parent), so nothing of a stopped run keeps running.

@@ -58,6 +58,7 @@ def grade_class(
     jobs: int | None = None,
     force: bool = False,
     progress: bool = True,
+    scheduler: str | None = None,
 ) -> list[StudentResult]:
     """Grade every new or changed submission; return one result per student and assignment.
 
@@ -66,6 +67,7 @@ def grade_class(
     its old ones in one transaction. A run stopped anywhere is finished by running it again.
     """
     config = load_config(course_root)
+    execute.choose(config, scheduler)
     course = CourseDirectory(config=config)
     with run_lock(course):
         return grade_locked(course, config, assignments, jobs, force, progress)

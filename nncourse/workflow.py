@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
+import multiprocessing
+import os
 from pathlib import Path
 
 from nbgrader.api import Gradebook
@@ -12,7 +15,7 @@ from nbgrader.apps import NbGraderAPI
 from nbgrader.auth import Authenticator, NoAuthPlugin
 from nbgrader.coursedir import CourseDirectory
 
-from nncourse import autograde, crashpoints, durable, export, grade, report
+from nncourse import autograde, compat, crashpoints, durable, execute, export, grade, report
 from nncourse.autograde import MISSING, UNGRADABLE
 from nncourse.inert import printable
 
@@ -37,14 +40,18 @@ def grade_and_report(
     jobs: int | None = None,
     force: bool = False,
     progress: bool = True,
+    scheduler: str | None = None,
 ) -> RunResult:
     """Grade, write feedback where a grading has none yet, export grades and write the report."""
     config = grade.load_config(course_root)
+    execute.choose(config, scheduler)
     course = CourseDirectory(config=config)
     with grade.run_lock(course):
         results = grade.grade_locked(course, config, assignments, jobs, force, progress)
         try:
-            return _write_outputs(course_root, course, config, results)
+            return _write_outputs(
+                course_root, course, config, results, jobs or os.cpu_count() or 1
+            )
         except KeyboardInterrupt:
             raise grade.GradingInterrupted(
                 "every grade was saved in the gradebook; feedback and reports are incomplete"
@@ -52,10 +59,14 @@ def grade_and_report(
 
 
 def _write_outputs(
-    course_root: Path, course: CourseDirectory, config, results: list[grade.StudentResult]
+    course_root: Path,
+    course: CourseDirectory,
+    config,
+    results: list[grade.StudentResult],
+    jobs: int,
 ) -> RunResult:
     """Feedback, grades.csv, grade_cells.csv and the reports, each file replaced atomically."""
-    feedback = _write_feedback(course, config, results)
+    feedback = _write_feedback(course, config, results, jobs)
     out = course_root / REPORTS_DIR
     crashpoints.reached("before-reports")
     with durable.replaced(out / "grades.csv") as temporary:
@@ -83,21 +94,15 @@ def _write_outputs(
     return RunResult(results, grades_csv, cells_csv, reports, grade.exit_status(results))
 
 
-def _write_feedback(course: CourseDirectory, config, results: list[grade.StudentResult]) -> dict:
-    """Feedback pages by nbgrader's generate_feedback (no hidden tests), for what was regraded."""
-    # Creating the API checks the exchange, which the instructor's grading does not use: on a
-    # machine without one it logs, as fatal, "Unwritable directory, please contact your
-    # instructor". The API logs to a logger of ours, silent for that check; then only errors
-    # pass (it logs every file it copies; our summary says what matters).
-    api_log = logging.getLogger("nncourse.nbgrader")
-    api_log.setLevel(logging.CRITICAL + 1)
-    # Feedback is written into the course root only: no hub is asked which courses anyone
-    # takes, so grading from a root shell (deploy/as-grader) works without a hub token even
-    # where the config names nbgrader's JupyterHubAuthPlugin.
-    authenticator = Authenticator(config=config, plugin_class=NoAuthPlugin)
-    api = NbGraderAPI(coursedir=course, authenticator=authenticator, config=config, log=api_log)
-    api_log.setLevel(logging.ERROR)
-    pages = {}
+def _write_feedback(
+    course: CourseDirectory, config, results: list[grade.StudentResult], jobs: int
+) -> dict:
+    """Feedback pages by nbgrader's generate_feedback (no hidden tests), for what was regraded.
+
+    Each page is written by its own process, `jobs` at a time: nbconvert's page takes a second
+    or two of CPU per student, and one after the other they made the tail of every run.
+    """
+    due = {}
     for r in results:
         if r.status in (MISSING, UNGRADABLE):
             continue
@@ -113,18 +118,57 @@ def _write_feedback(course: CourseDirectory, config, results: list[grade.Student
             or record.get("feedback_by_hand", NO_MANUAL_GRADES) != by_hand
             or not folder.exists()
         ):
-            outcome = api.generate_feedback(r.assignment, r.student, force=True)
-            if outcome["success"]:
-                autograde.mark_feedback(course, r.student, r.assignment, by_hand)
-                crashpoints.reached("feedback-written")
-            else:
-                log.warning(
-                    "feedback for %s failed: %s", r.student, outcome.get("error", "")[-500:]
-                )
-        found = sorted(folder.glob("*.html"))
+            due[(r.student, r.assignment)] = by_hand
+    if due:
+        pool = concurrent.futures.ProcessPoolExecutor(
+            min(jobs, len(due)),
+            mp_context=multiprocessing.get_context("fork"),
+            initializer=execute.worker_init,
+            initargs=(os.getpid(),),
+        )
+        try:
+            futures = {
+                pool.submit(_generate_feedback, config, student, assignment): (student, assignment)
+                for student, assignment in due
+            }
+            for future in concurrent.futures.as_completed(futures):
+                student, assignment = futures[future]
+                error = future.result()
+                if error is None:
+                    autograde.mark_feedback(course, student, assignment, due[student, assignment])
+                    crashpoints.reached("feedback-written")
+                else:
+                    log.warning("feedback for %s failed: %s", student, error)
+        except BaseException:
+            compat.kill_pool(pool)  # Ctrl-C or a failed record: the writers stop now
+            raise
+        pool.shutdown()
+    pages = {}
+    for r in results:
+        folder = Path(course.format_path(course.feedback_directory, r.student, r.assignment))
+        found = sorted(folder.glob("*.html")) if r.status not in (MISSING, UNGRADABLE) else []
         if found:
             pages[(r.student, r.assignment)] = found[0]
     return pages
+
+
+def _generate_feedback(config, student: str, assignment: str) -> str | None:
+    """Write one student's feedback page with nbgrader's API; None, or the error's last lines."""
+    # Creating the API checks the exchange, which the instructor's grading does not use: on a
+    # machine without one it logs, as fatal, "Unwritable directory, please contact your
+    # instructor". The API logs to a logger of ours, silent for that check; then only errors
+    # pass (it logs every file it copies; our summary says what matters).
+    api_log = logging.getLogger("nncourse.nbgrader")
+    api_log.setLevel(logging.CRITICAL + 1)
+    # Feedback is written into the course root only: no hub is asked which courses anyone
+    # takes, so grading from a root shell (deploy/as-grader) works without a hub token even
+    # where the config names nbgrader's JupyterHubAuthPlugin.
+    authenticator = Authenticator(config=config, plugin_class=NoAuthPlugin)
+    course = CourseDirectory(config=config)
+    api = NbGraderAPI(coursedir=course, authenticator=authenticator, config=config, log=api_log)
+    api_log.setLevel(logging.ERROR)
+    outcome = api.generate_feedback(assignment, student, force=True)
+    return None if outcome["success"] else outcome.get("error", "")[-500:]
 
 
 def _by_hand(course: CourseDirectory, r: grade.StudentResult) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -40,11 +41,16 @@ def execute_in_copy(
         nb.cells.append(nbformat.v4.new_code_cell(extra))
     if first:
         nb.cells.insert(0, nbformat.v4.new_code_cell(first))
+    from nncourse.build import X86_64_NUMERICS
+
+    # The numerics the build pins (AVX2 code for numpy and OpenBLAS): on a CPU with AVX-512 a
+    # network trained twice in one kernel can end a few per cent apart, as the arrays' memory
+    # alignment changes the order of the vectorised sums, and training amplifies the last bit.
     NotebookClient(
         nb,
         timeout=120,
         kernel_name="python3",
         allow_errors=allow_errors,
         resources={"metadata": {"path": str(folder)}},
-    ).execute()
+    ).execute(env={**os.environ, **X86_64_NUMERICS})
     return nb
