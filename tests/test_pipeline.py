@@ -85,7 +85,7 @@ def break_file(path: Path, text: str) -> None:
 @pytest.fixture(scope="module")
 def graded_class(tmp_path_factory):
     """A class with one student of every status, graded once by `grade_and_report` with 2 jobs."""
-    course = make_course(tmp_path_factory.mktemp("class"), "\nc.Execute.timeout = 5\n")
+    course = make_course(tmp_path_factory.mktemp("class"), "\nc.Execute.timeout = 20\n")
     submit(course, "alice", correct())
     submit(course, "bob")  # the untouched release
     submit(course, "carol", mistake("fails_relu_derivative_one_at_zero"))
