@@ -147,8 +147,12 @@ def children() -> set[int]:
 
 def stop_children(spare: set[int]) -> None:
     """SIGKILL and reap every child process but those spared, adopted orphans included."""
-    for pid in children() - spare:
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(pid, 0)
+    # A worker's own children become ours only once it has exited, and a sandbox that its
+    # worker was still starting has no parent-death signal yet: so kill, reap and look
+    # again, until a look finds nobody new.
+    while left := children() - spare:
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)

@@ -139,3 +139,22 @@ def test_a_crash_point_kills_on_its_nth_pass(nth, passes):
     run = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
     assert run.returncode == -signal.SIGKILL
     assert run.stdout.count("passed") == passes
+
+
+def test_stopping_children_also_stops_what_a_killed_child_left_behind():
+    """A worker's own child, orphaned when the worker is killed, is adopted and stopped too."""
+    code = (
+        "import os, subprocess\n"
+        "from nncourse import durable\n"
+        "durable.adopt_orphans()\n"
+        "before = durable.children()\n"
+        "worker = subprocess.Popen(['sh', '-c', 'sleep 300 & echo $!; wait'],\n"
+        "                          stdout=subprocess.PIPE, text=True)\n"
+        "print(worker.stdout.readline().strip(), flush=True)\n"
+        "durable.stop_children(spare=before)\n"
+        "print(sorted(durable.children() - before), flush=True)\n"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=20)
+    orphan, left = run.stdout.split("\n")[:2]
+    assert left == "[]", run.stderr
+    assert not Path(f"/proc/{orphan}").exists(), "the orphaned sleep outlived stop_children"
