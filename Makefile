@@ -32,8 +32,9 @@ lint: venv
 # subprocesses, so running them on both cores of a 2-core machine roughly halves the
 # wall time; every test works in its own tmp dir and gradebook, so they can run side by
 # side. Any non-zero pytest status fails make, "no tests collected" (5) included.
+# --durations=30: the log names the slowest tests, where a slower CI run went.
 test: venv lint system-deps
-	$(BIN)/pytest -n auto --dist loadgroup
+	$(BIN)/pytest -n auto --dist loadgroup --durations=30
 
 # Chromium and acl from Debian (as root; otherwise it prints the command and fails) and
 # JupyterHub's proxy from npm into .venv/node.

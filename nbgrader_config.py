@@ -113,7 +113,7 @@ c.CourseDirectory.ignore = [".ipynb_checkpoints", "*.pyc", "__pycache__", "feedb
 # feedback/, following symbolic links (to the gradebook, /dev/zero, a FIFO) and globbing the
 # folder once per file. Before it does, this leaves only the notebooks and the exchange's
 # timestamp.txt and submission_secret.txt there (release_feedback needs them).
-c.GenerateFeedback.pre_convert_hook = "nncourse.autograde.prune_autograded"
+c.GenerateFeedback.pre_convert_hook = "nncourse.record.prune_autograded"
 
 # nbgrader's collect copies each inbound folder with shutil.copytree, following every link in
 # it as the instructor: a link to a file the instructor can read would be collected as that
@@ -202,7 +202,7 @@ c.GradingLimits.time_budget = 60
 # why. Only an instructor who accepts running student code unconfined opts out:
 # c.SandboxedKernelManager.enabled = False
 
-# Where `nncourse grade` executes submissions (nncourse/execute.py). Empty: a process pool on
+# Where `nncourse grade` executes submissions (nncourse/executors.py). Empty: a process pool on
 # this machine, as many kernels at a time as it has cores (`--jobs`). A Dask scheduler's
 # address, tcp://HOST:PORT: its workers execute them, each in its own sandbox (every worker
 # is checked before anything is written); this process still writes every grade. Workers

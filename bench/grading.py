@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -53,6 +54,13 @@ def timed(action) -> float:
     start = time.perf_counter()
     action()
     return time.perf_counter() - start
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process and its reaped children (the workers, and their kernels)."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
 
 
 def on_dask(course: Path, workers: int) -> float:
@@ -158,7 +166,9 @@ def main() -> None:
         )
         sampler.running = False
         dask = on_dask(courses["dask"], args.jobs)
+        cpu_before = cpu_seconds()
         one_job = timed(lambda: grade.grade_class(courses["one_job"], jobs=1, progress=False))
+        cpu = cpu_seconds() - cpu_before
         floor = timed(lambda: bare_kernels(courses["floor"]))
         same = (
             scores(courses["sequential"])
@@ -193,6 +203,7 @@ def main() -> None:
         f"nncourse grade --jobs 1 per submission {one_job / n:6.2f} s   "
         f"ratio {one_job / floor:.2f} of the floor (target <= 1.3)"
     )
+    print(f"CPU per submission, --jobs 1     {cpu / n:6.2f} s   (grader, worker and kernel)")
     print(
         f"kernels alive at once (most)    {sampler.most_kernels} for {n} submissions, "
         f"{sampler.most_rss_mib:.0f} MiB resident at most"

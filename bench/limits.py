@@ -27,7 +27,7 @@ from pathlib import Path
 
 import nbformat
 
-from nncourse import autograde, submissions
+from nncourse import course_config, submissions
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "simple_nn"
@@ -50,7 +50,7 @@ def make_class(folder: Path, count: int, slow: bool) -> Path:
     course = make_course(folder)
     release = submissions.read_release(course, ASSIGNMENT)
     fixtures = submissions.load_fixtures(ROOT / "tests" / "fixtures" / "mistakes")
-    config = autograde.load_config(course)
+    config = course_config.load(course)
     sleep = max(1, config.Execute.timeout - 2)
     for index in range(count):
         fixture = fixtures[index % len(fixtures)] if index % 4 else None

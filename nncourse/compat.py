@@ -5,12 +5,15 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from nbformat.notebooknode import NotebookNode
 from nbgrader.api import Gradebook
+from nbgrader.converters import Autograde
+from nbgrader.preprocessors import SaveAutoGrades
 from traitlets.config import Config
 
 
@@ -119,3 +122,37 @@ def route_formgrader_autograde(autograde: Any) -> None:
     from nbgrader.apps.api import NbGraderAPI
 
     NbGraderAPI.autograde = autograde
+
+
+def autograde_steps(config: Config) -> tuple[list, list, list]:
+    """nbgrader's sanitise and autograde steps, the latter split where it starts writing grades."""
+    autograde = Autograde(config=config)
+    steps = list(autograde.autograde_preprocessors)
+    split = steps.index(SaveAutoGrades)
+    return list(autograde.sanitize_preprocessors), steps[:split], steps[split:]
+
+
+def run_steps(
+    steps: Iterable[type], config: Config, nb: NotebookNode, resources: dict
+) -> NotebookNode:
+    """Apply nbgrader preprocessors the way its exporter does (respecting each one's `enabled`)."""
+    for step in steps:
+        nb, resources = step(config=config)(nb, resources)
+    return nb
+
+
+def converter_resources(
+    student: str, assignment: str, notebook: str, db_url: str, path: Path
+) -> dict[str, Any]:
+    """The resources dict nbgrader's converters hand to their preprocessors."""
+    return {
+        "unique_key": notebook,
+        "output_files_dir": f"{notebook}_files",
+        "metadata": {"path": str(path), "name": notebook},
+        "nbgrader": {
+            "student": student,
+            "assignment": assignment,
+            "notebook": notebook,
+            "db_url": db_url,
+        },
+    }

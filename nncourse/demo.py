@@ -7,8 +7,10 @@ import datetime
 from pathlib import Path
 
 from nbgrader.api import Gradebook
+from nbgrader.coursedir import CourseDirectory
+from traitlets.config import Config
 
-from nncourse import autograde, submissions, workflow
+from nncourse import course_config, submissions, workflow
 from nncourse.build import build
 
 ASSIGNMENT = "simple_nn"
@@ -76,9 +78,9 @@ def _notebook(course_root: Path, kind: str):
     return nb
 
 
-def lay_out_example_class(course_root: Path) -> None:
+def lay_out_example_class(course_root: Path, config: Config) -> None:
     """Put the example class on the roster and its submissions in submitted/."""
-    course = autograde.CourseDirectory(config=autograde.load_config(course_root))
+    course = CourseDirectory(config=config)
     with Gradebook(course.db_url, course.course_id) as gb:
         for student in EXAMPLE_CLASS:
             gb.update_or_create_student(student, first_name=student.capitalize())
@@ -97,9 +99,10 @@ def run_demo(course_root: Path, jobs: int | None = None) -> int:
     print("1/3 building release/, solutions/ and figures from source/ ...")
     build(course_root, [ASSIGNMENT])
     print(f"2/3 laying out the example class of {len(EXAMPLE_CLASS)} students in submitted/ ...")
-    lay_out_example_class(course_root)
+    config = course_config.load_or_exit(course_root, "nncourse demo")
+    lay_out_example_class(course_root, config)
     print("3/3 grading in parallel, writing feedback, exports and the class report ...")
-    run = workflow.grade_and_report(course_root, [ASSIGNMENT], jobs=jobs)
+    run = workflow.grade_and_report(course_root, [ASSIGNMENT], jobs=jobs, config=config)
     workflow.print_run(run, scores=True)
     # The demo class has broken submissions on purpose: that it flags them is the point.
     print(

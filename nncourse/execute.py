@@ -1,354 +1,287 @@
-"""Where submissions are executed: this machine's process pool, or the workers of a Dask cluster.
-
-The driver (nncourse/grade.py) plans, hands the tasks to an executor and saves each outcome as
-it arrives: it stays the only writer of the gradebook and of autograded/. Executors only run
-`autograde.execute_submission(task)` somewhere and hand back its Outcome, in any order, each
-exactly once.
-"""
+"""Executing one submission, in a worker process: its notebooks sanitised and run in fresh
+sandboxed kernels, the executed notebooks staged for the writer. Nothing here writes the
+gradebook or the course: an executor (executors.py) runs execute_submission anywhere."""
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
-import dataclasses
-import hashlib
-import logging
-import multiprocessing
-import os
-import signal
+import copy
+import json
+import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Protocol
 
-from traitlets import Unicode
-from traitlets.config import Config, Configurable
+import nbformat
+from nbclient.exceptions import DeadKernelError
+from nbformat.notebooknode import NotebookNode
+from nbgrader import utils
+from nbgrader.coursedir import CourseDirectory
+from traitlets.config import Config
 
-from nncourse import autograde, calls, checks, compat, crashpoints, durable
-from nncourse.autograde import CRASHED, AssignmentFiles, Outcome, Task
-from nncourse.sandbox import SandboxedKernelManager, SandboxUnavailable, check_sandbox
+from nncourse import compat, inert, tamper, verdicts
+from nncourse.exchange import EXCHANGE_FILE_BYTES, EXCHANGE_FILES, REFUSED_FILE
+from nncourse.files import NOT_READ, Folder, Refused, TooLarge, course_folder
+from nncourse.limits import OUTPUT_TOO_LARGE, GradingLimits, setting
+from nncourse.results import AssignmentFiles, Outcome, Status, SubmissionError, Task
+from nncourse.sandbox import KernelTimeLimitExceeded, SandboxedKernelManager
 
-OnDone = Callable[[Outcome], None]
-CONNECT_TIMEOUT = "20s"  # to reach a Dask scheduler before the run is refused
+TIMEOUT_ERRORS = ("CellTimeoutError", "TimeoutError")
 
+KERNEL_DIED = "the kernel died (a crash, os._exit or running out of memory)"
 
-class ExecutorUnavailable(RuntimeError):
-    """The chosen executor cannot grade (no scheduler, no worker, a worker without sandbox)."""
-
-
-class GradingExecutor(Configurable):
-    """Where `nncourse grade` executes submissions (c.GradingExecutor.* in nbgrader_config.py)."""
-
-    scheduler = Unicode(
-        "",
-        help="Address of a Dask scheduler (tcp://HOST:PORT) whose workers execute the "
-        "submissions; empty: a process pool on this machine. `nncourse grade --scheduler` wins.",
-    ).tag(config=True)
+CELL_TIMED_OUT = "a cell ran past the time limit (c.Execute.timeout)"
 
 
-class Executor(Protocol):
-    """Runs tasks somewhere and hands each outcome to the driver, exactly once."""
+def execute_submission(task: Task) -> Outcome:
+    """Sanitise and execute a submission's notebooks in fresh kernels, in throwaway folders.
 
-    def preflight(self, config: Config) -> None:
-        """Raise SandboxUnavailable or ExecutorUnavailable, saying why, if grading cannot run."""
+    autograded/<student>/<assignment>/ is then rebuilt from the executed notebooks and the
+    exchange's files alone: nothing the kernel left behind is opened, followed or kept.
+    """
+    started = time.monotonic()
+    course = CourseDirectory(config=task.config)
+    limits = GradingLimits(config=task.config)
+    dest = Path(task.staging)
+    outcome = Outcome(task.student, task.assignment, Status.GRADED, digest=task.digest)
+    submission = task.submission
+    notebooks = {f"{notebook}.ipynb" for notebook in task.notebooks}  # refused: the reason says
+    outcome.flags += [
+        f"refused {path}: {why}"
+        for path, why in sorted(submission.refused.items())
+        if path not in notebooks
+    ]
+    sanitise, run, _ = compat.autograde_steps(task.config)
+    try:
+        _start_afresh(dest)
+        if submission.problem:
+            raise SubmissionError(submission.problem)
+        with _open_for_grading(course, task) as folder:
+            for notebook in task.notebooks:
+                path = f"{notebook}.ipynb"
+                if path in submission.refused:
+                    raise SubmissionError(
+                        f"{folder.label}/{path} is {submission.refused[path]}, not the notebook "
+                        f"itself. {NOT_READ}"
+                    )
+                if path not in submission.files:
+                    # The writer scores it 0, as nbgrader does; a human should know why.
+                    outcome.flags.append(f"submitted no {path}")
+                    continue
+                nb = _read_notebook(folder, path, limits)
+                release = _release_notebook(task.files, notebook)
+                expected = _expected_files(task)
+                outcome.flags += tamper.scan(nb, release, sorted(submission.files), expected)
+                nb = tamper.repair(nb, release)
+                with _kernel_folder(task.files) as work:
+                    resources = compat.converter_resources(
+                        task.student, task.assignment, notebook, task.read_db_url, work
+                    )
+                    try:
+                        nb = compat.run_steps(sanitise, task.config, nb, resources)
+                    except Exception as error:  # noqa: BLE001 - nbgrader raises plain exceptions for bad metadata
+                        raise SubmissionError(
+                            f"{path}: its nbgrader cell metadata is damaged "
+                            f"({type(error).__name__}: {str(error)[:200]}). Ask the student to "
+                            "paste their answers into a fresh copy of the assignment and resubmit."
+                        ) from error
+                    remaining = limits.time_budget - (time.monotonic() - started)
+                    status, why = _run_cells(nb, run, task.config, resources, remaining, limits)
+                outcome.flags += verdicts.flags(nb) + _output_flags(nb)
+                if status != Status.GRADED and outcome.status == Status.GRADED:
+                    outcome.status, outcome.reason = status, f"{path}: {why}"
+                target = dest / path
+                # The formgrader may show this file before the record steps make it inert again.
+                nbformat.write(inert.inert_notebook(nb), target)
+                outcome.executed[notebook] = str(target)
+            _copy_exchange_files(folder, dest)
+    except (SubmissionError, Refused) as error:
+        outcome.status, outcome.reason, outcome.executed = Status.UNGRADABLE, str(error), {}
+    outcome.seconds = round(time.monotonic() - started, 3)
+    return outcome
 
-    def run(self, tasks: list[Task], on_done: OnDone) -> None:
-        """Execute the tasks; call on_done in this thread for each outcome as it is ready."""
+
+def _start_afresh(dest: Path) -> None:
+    """An empty autograded folder: nothing of an earlier grading survives."""
+    if dest.is_symlink() or dest.is_file():
+        dest.unlink()
+    elif dest.exists():
+        shutil.rmtree(dest)  # never follows a link inside
+    dest.mkdir(parents=True)
 
 
-def choose(config: Config, scheduler: str | None) -> None:
-    """Let the command line's --scheduler (None: not given) win over c.GradingExecutor.scheduler."""
-    if scheduler is not None:
-        config.GradingExecutor.scheduler = scheduler
+def _open_for_grading(course: CourseDirectory, task: Task) -> Folder:
+    """The submitted folder again, in the worker; gone or replaced since the survey: ungradable."""
+    try:
+        return course_folder(course, course.submitted_directory, task.student, task.assignment)
+    except (Refused, FileNotFoundError) as error:
+        raise SubmissionError(f"{error}: the submission changed while it was graded") from error
 
 
 @contextlib.contextmanager
-def chosen(config: Config, jobs: int) -> Iterator[Executor]:
-    """The executor the config chooses; closed (disconnected) afterwards."""
-    address = GradingExecutor(config=config).scheduler
-    if not address:
-        yield LocalPool(jobs)
-        return
-    cluster = DaskCluster(address)
+def _kernel_folder(files: AssignmentFiles) -> Iterator[Path]:
+    """A fresh folder for one kernel with the assignment's own files; removed afterwards.
+
+    nbgrader copies every file a student submits next to the notebook, where a submitted
+    numpy.py or ipykernel_launcher.py would be imported by the grading kernel, and runs the
+    kernel in autograded/, where whatever it leaves (links to the gradebook, pipes, 100,000
+    files) is later opened by the grader. Here the kernel gets the files the assignment itself
+    ships, in a folder of its own that nothing reads afterwards.
+    """
+    work = Path(tempfile.mkdtemp(prefix="nncourse-kernel-"))
     try:
-        yield cluster
+        for relative, data in files.kernel_files.items():
+            (work / relative).parent.mkdir(parents=True, exist_ok=True)
+            (work / relative).write_bytes(data)
+        yield work
     finally:
-        cluster.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
-def sandbox_problem(config: Config) -> str:
-    """Why sandboxed kernels cannot run in this process's machine, or "" when they can."""
-    manager = SandboxedKernelManager(config=config)
+def _copy_exchange_files(folder: Folder, dest: Path) -> None:
+    """Copy timestamp.txt and submission_secret.txt (checked when the submission was surveyed)."""
+    for name in EXCHANGE_FILES:
+        with contextlib.suppress(FileNotFoundError):
+            folder.copy(name, dest / name, EXCHANGE_FILE_BYTES)
+
+
+def _expected_files(task: Task) -> set[str]:
+    """What a submission may hold: the notebooks, the release's files and the exchange's."""
+    notebooks = {f"{name}.ipynb" for name in task.notebooks}
+    return set(task.files.release_files) | notebooks | set(EXCHANGE_FILES) | {REFUSED_FILE}
+
+
+def _release_notebook(files: AssignmentFiles, notebook: str) -> NotebookNode:
+    """The notebook students received (an empty one when the release is not built here)."""
+    text = files.release_notebooks.get(notebook, "")
+    return nbformat.reads(text, as_version=4) if text else nbformat.v4.new_notebook()
+
+
+def _read_notebook(folder: Folder, path: str, limits: GradingLimits) -> NotebookNode:
+    """Read a submitted notebook within the limits, or say in plain words why it cannot be read."""
+    shown = f"{folder.label}/{path}"
     try:
-        if manager.enabled:
-            check_sandbox(manager)
-    except SandboxUnavailable as error:
-        return str(error)
-    return ""
+        data = folder.read(path, limits.notebook_bytes)
+    except TooLarge as error:
+        raise SubmissionError(
+            f"{error} ({setting('notebook_bytes')}); the assignment's notebook is far smaller. "
+            "Ask the student to clear large outputs and resubmit."
+        ) from error
+    except Refused as error:
+        raise SubmissionError(f"{error}. {NOT_READ}") from error
+    # Every cell has a "cell_type" key: counting them bounds the cells before parsing, and the
+    # parsed count below catches keys spelled with escapes.
+    if data.count(b'"cell_type"') > limits.cells:
+        raise SubmissionError(_too_many_cells(shown, limits))
+    try:
+        cells = json.loads(data).get("cells")
+        nb = nbformat.reads(data.decode("utf-8"), as_version=4)
+    except Exception as error:  # noqa: BLE001 - nbformat raises many kinds for unreadable files
+        raise SubmissionError(
+            f"{shown} is not a readable notebook ({type(error).__name__}: {str(error)[:200]}). "
+            "Ask the student to resubmit the .ipynb file saved by Jupyter."
+        ) from error
+    if not isinstance(cells, list) or not isinstance(nb.get("cells"), list):
+        raise SubmissionError(f"{shown} has no list of cells; it is not a Jupyter notebook")
+    if len(cells) > limits.cells:
+        raise SubmissionError(_too_many_cells(shown, limits))
+    return nb
 
 
-def _quiet_worker() -> None:
-    """Keep each kernel to one thread and a worker's log to what the outcome says."""
-    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[name] = "1"
-    # nbgrader warns for every restored grade cell that its checksum changed (it stores the
-    # checksum with the hidden tests, so every submission differs), and nbclient logs a dead
-    # kernel as an error: what a worker meets becomes the submission's outcome, which the
-    # summary states in the instructor's terms.
-    logging.getLogger("traitlets").setLevel(logging.CRITICAL)
-
-
-def _grading_failed(task: Task, error: BaseException) -> Outcome:
-    """The outcome of a submission whose grading itself failed: crashed, and retried next time."""
-    return Outcome(
-        task.student,
-        task.assignment,
-        CRASHED,
-        digest=task.digest,
-        retry=True,
-        reason=f"grading failed: {type(error).__name__}: {error}",
+def _too_many_cells(shown: str, limits: GradingLimits) -> str:
+    """The reason for a notebook with more cells than the limit."""
+    return (
+        f"{shown} has more than {limits.cells} cells, the limit ({setting('cells')}); the "
+        "assignment has far fewer. Ask the student to resubmit the assignment's notebook."
     )
 
 
-# ---------------------------------------------------------------------------------------------
-# This machine: a process pool
+def _run_cells(
+    nb: NotebookNode,
+    steps: list[type],
+    config: Config,
+    resources: dict,
+    remaining: float,
+    limits: GradingLimits,
+) -> tuple[Status, str]:
+    """Run the execute steps in the time left; return the status and, if not graded, why.
 
-
-@dataclasses.dataclass
-class LocalPool:
-    """Forked worker processes on this machine, `jobs` at a time (the default executor)."""
-
-    jobs: int
-
-    def preflight(self, config: Config) -> None:
-        """Refuse when the sandbox is switched on but cannot run here; say why."""
-        problem = sandbox_problem(config)
-        if problem:
-            raise SandboxUnavailable(problem)
-
-    def run(self, tasks: list[Task], on_done: OnDone) -> None:
-        """Execute the tasks on `jobs` worker processes; hand each outcome to on_done.
-
-        A worker process that dies (killed for memory, say) breaks the whole pool; the tasks
-        it took down with it are run again in a fresh pool, and a task that breaks a pool on
-        its own is reported as crashed.
-        """
-        # Forked workers start at once with nbgrader already imported (spawning costs each one
-        # ~2.5 s of imports); they share nothing with the grader but what the task carries.
-        context = multiprocessing.get_context("fork")
-        # Every worker judges with the same plans: record them once, here, and fork them along.
-        for grade_id in checks.CHECKS:
-            calls.plan(grade_id)
-        durable.adopt_orphans()
-        before = durable.children()  # a caller's own (a test's database server, say)
-        try:
-            self._run_pools(tasks, on_done, context)
-        finally:
-            # Every worker is gone by now: any other new child is an orphaned sandbox, adopted.
-            durable.stop_children(spare=before)
-
-    def _run_pools(
-        self, tasks: list[Task], on_done: OnDone, context: multiprocessing.context.BaseContext
-    ) -> None:
-        """The pools of run: all tasks, then those of a broken pool one at a time."""
-        pending, alone = list(tasks), False
-        while pending:
-            broken = []
-            pool = concurrent.futures.ProcessPoolExecutor(
-                1 if alone else self.jobs,
-                mp_context=context,
-                initializer=worker_init,
-                initargs=(os.getpid(),),
-            )
-            try:
-                futures = {
-                    pool.submit(autograde.execute_submission, task): task for task in pending
-                }
-                crashpoints.reached("pool-started")
-                for future in concurrent.futures.as_completed(futures):
-                    task = futures[future]
-                    try:
-                        outcome = future.result()
-                    except concurrent.futures.process.BrokenProcessPool:
-                        broken.append(task)
-                        continue
-                    except Exception as error:  # noqa: BLE001 - one failure must not stop the batch
-                        outcome = _grading_failed(task, error)
-                    on_done(outcome)
-            except BaseException:
-                # Stopped (Ctrl-C, SIGTERM, a failed save): the workers and their kernels go
-                # now. Not `with pool`: its exit waits for the pool's threads, which can hang
-                # on the queues of killed workers.
-                compat.kill_pool(pool)
-                raise
-            pool.shutdown()
-            if alone:
-                for task in broken:
-                    on_done(_grading_failed(task, RuntimeError("its grading process died")))
-                return
-            pending, alone = broken, True
-
-
-def worker_init(grader: int) -> None:
-    """Tie a pool's worker to the grader's life; keep each kernel to one thread, the log quiet."""
-    # Killed with the grader, whatever kills it: a worker's kernel sandbox dies with the worker
-    # (bwrap --die-with-parent), so nothing of a stopped run keeps running.
-    durable.die_with_parent(grader)
-    # Ctrl-C at a terminal reaches the whole process group: the grader alone decides what stops.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    _quiet_worker()
-
-
-# ---------------------------------------------------------------------------------------------
-# A Dask cluster: `dask scheduler` and `dask worker`s, dask-jobqueue, dask-kubernetes, ...
-
-
-class DaskCluster:
-    """The workers of a Dask cluster, reached through its scheduler's address.
-
-    Each worker runs execute_submission in a folder of its own and sends back the outcome
-    and the files it staged (the executed notebooks, the exchange's files); the driver writes
-    them. A worker reads from disk only what the Task's docstring says: the submitted folder,
-    by its path, and the gradebook when it is a server (PostgreSQL). The assignment's files
-    and a SQLite gradebook's snapshot are shipped to every worker once per run. A task whose
-    worker dies is run again on another by Dask; after `distributed.scheduler.allowed-failures`
-    such deaths it is reported as crashed.
+    A dead kernel or a timeout keeps the cells that finished.
     """
-
-    def __init__(self, address: str) -> None:
-        self.address = address
-        self.client: Any = None
-
-    def preflight(self, config: Config) -> None:
-        """Connect; refuse when no worker is there, or one lacks the sandbox or our package."""
-        from distributed import Client
-
+    over_budget = (
+        f"the submission ran past its time budget of {limits.time_budget:g} s "
+        f"({setting('time_budget')}) and was stopped"
+    )
+    if limits.time_budget and remaining <= 0:
+        _fail_cells_not_run(nb)
+        return Status.TIMED_OUT, over_budget
+    config, by_budget = _within_budget(config, remaining, limits)
+    status, why = Status.GRADED, ""
+    preprocessors = [step(config=config) for step in steps]
+    with utils.setenv(NBGRADER_EXECUTION="autograde"):
         try:
-            self.client = Client(self.address, timeout=CONNECT_TIMEOUT)
-        except (OSError, TimeoutError) as error:
-            raise ExecutorUnavailable(
-                f"cannot reach the Dask scheduler at {self.address} ({error})"
-            ) from None
-        if not self.client.scheduler_info()["workers"]:
-            raise ExecutorUnavailable(f"the Dask scheduler at {self.address} has no workers")
-        ours = package_digest()
-        for worker, (problem, theirs) in sorted(self.client.run(_worker_check, config).items()):
-            if problem:
-                raise SandboxUnavailable(f"Dask worker {worker} cannot grade: {problem}")
-            if theirs != ours:
-                raise ExecutorUnavailable(
-                    f"Dask worker {worker} has another version of nncourse installed than "
-                    "this machine: install the same course version on every worker"
+            for preprocessor in preprocessors:
+                nb, resources = preprocessor(nb, resources)
+        except KernelTimeLimitExceeded as error:
+            status, why = Status.TIMED_OUT, over_budget if by_budget else str(error)
+        except DeadKernelError:
+            status, why = Status.CRASHED, _stopped_because(preprocessors) or KERNEL_DIED
+        except TimeoutError:
+            status, why = Status.TIMED_OUT, CELL_TIMED_OUT
+        except Exception:  # noqa: BLE001 - a kernel that garbles its messages: keep what finished
+            status, why = Status.CRASHED, KERNEL_DIED
+    timed_out = (o.get("ename") in TIMEOUT_ERRORS for c in nb.cells for o in c.get("outputs", []))
+    if status == Status.GRADED and any(timed_out):
+        status, why = Status.TIMED_OUT, CELL_TIMED_OUT
+    _fail_cells_not_run(nb)
+    return status, why
+
+
+def _stopped_because(preprocessors: list) -> str:
+    """Why the sandbox killed a kernel when one of its limits did (max_files), else empty."""
+    managers = (getattr(p, "last_kernel_manager", None) for p in preprocessors)
+    return next((m.stopped_because for m in managers if getattr(m, "stopped_because", "")), "")
+
+
+def _within_budget(config: Config, remaining: float, limits: GradingLimits) -> tuple[Config, bool]:
+    """The config with the kernel's wall-clock limit cut to what is left of the time budget."""
+    if not limits.time_budget:
+        return config, False
+    own = config.get("SandboxedKernelManager", {}).get(
+        "time_limit", SandboxedKernelManager.time_limit.default_value
+    )
+    if own and own <= remaining:
+        return config, False
+    config = copy.deepcopy(config)
+    config.SandboxedKernelManager.time_limit = remaining
+    return config, True
+
+
+def _output_flags(nb: NotebookNode) -> list[str]:
+    """Cells whose output went over the grader's limits and was cut as it arrived."""
+    # In a grade cell the verdict turns the error into a line of text; either way it names it.
+    said = (
+        " ".join(f"{o.get('ename')} {o.get('text')}" for o in c.get("outputs", []))
+        for c in nb.cells
+    )
+    cut = sum(OUTPUT_TOO_LARGE in text for text in said)
+    return [f"printed or displayed more than the grader keeps, in {cut} cell(s)"] if cut else []
+
+
+def _fail_cells_not_run(nb: NotebookNode) -> None:
+    """Give every grade cell that never ran an error, so that it cannot score as passed."""
+    for cell in nb.cells:
+        if (
+            cell.cell_type == "code"
+            and utils.is_grade(cell)
+            and cell.get("execution_count") is None
+        ):
+            cell.outputs = [
+                nbformat.v4.new_output(
+                    "error",
+                    ename="NotRun",
+                    evalue="this cell did not run: the kernel stopped before it",
+                    traceback=["NotRun: this cell did not run: the kernel stopped before it"],
                 )
-
-    def run(self, tasks: list[Task], on_done: OnDone) -> None:
-        """Submit every task to the cluster; hand each outcome to on_done as it arrives."""
-        from distributed import as_completed
-
-        database = durable.sqlite_path(tasks[0].read_db_url)
-        gradebook = database.read_bytes() if database else b""
-        files = {task.assignment: task.files for task in tasks}
-        # Scattered under keys of their own (a list, not a dict: its keys would be the names).
-        shipped_gradebook, *shipped_files = self.client.scatter(
-            [gradebook, *files.values()], broadcast=True, hash=False
-        )
-        shipped = dict(zip(files, shipped_files, strict=True))
-        futures = {
-            self.client.submit(
-                _execute_on_worker,
-                # The assignment's files travel once per worker, scattered, not in every task.
-                dataclasses.replace(task, files=AssignmentFiles({}, [], {})),
-                shipped[task.assignment],
-                shipped_gradebook,
-                pure=False,
-            ): task
-            for task in tasks
-        }
-        try:
-            for future in as_completed(futures):
-                task = futures[future]
-                try:
-                    outcome, staged = future.result()
-                    _unpack(outcome, staged, Path(task.staging))
-                except Exception as error:  # noqa: BLE001 - one failure must not stop the batch
-                    outcome = _grading_failed(task, error)
-                on_done(outcome)
-        except BaseException:
-            # Stopped (Ctrl-C, SIGTERM, a failed save): nothing of this run is left queued.
-            self.client.cancel(list(futures))
-            raise
-        finally:
-            if gradebook:
-                self.client.run(_remove_gradebook, gradebook_name(gradebook), on_error="ignore")
-
-    def close(self) -> None:
-        """Disconnect from the scheduler (the cluster itself goes on)."""
-        if self.client is not None:
-            self.client.close()
-
-
-def package_digest() -> str:
-    """A fingerprint of the installed nncourse: its code and reference solutions."""
-    package = Path(autograde.__file__).parent
-    digest = hashlib.sha256()
-    for path in sorted([*package.glob("*.py"), *package.glob("reference_solutions/*.json")]):
-        digest.update(path.relative_to(package).as_posix().encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
-    return digest.hexdigest()
-
-
-def _worker_check(config: Config) -> tuple[str, str]:
-    """On a worker: why it cannot run the sandbox ("" when it can), and its package_digest."""
-    return sandbox_problem(config), package_digest()
-
-
-def _execute_on_worker(
-    task: Task, files: AssignmentFiles, gradebook: bytes
-) -> tuple[Outcome, dict[str, bytes]]:
-    """On a Dask worker: execute a task in a folder of its own; the outcome and what it staged."""
-    _quiet_worker()
-    with tempfile.TemporaryDirectory(prefix="nncourse-worker-") as folder:
-        staging = Path(folder) / "staged"
-        task = dataclasses.replace(
-            task,
-            files=files,
-            staging=str(staging),
-            read_db_url=_local_gradebook(gradebook) if gradebook else task.read_db_url,
-        )
-        outcome = autograde.execute_submission(task)
-        staged = {path.name: path.read_bytes() for path in staging.iterdir() if path.is_file()}
-    return outcome, staged
-
-
-def gradebook_name(data: bytes) -> str:
-    """The file name of a SQLite gradebook snapshot on a worker, by its content."""
-    return f"nncourse-gradebook-{hashlib.sha256(data).hexdigest()}.db"
-
-
-def _local_gradebook(data: bytes) -> str:
-    """A SQLite gradebook snapshot written once per worker machine and run; its URL."""
-    path = Path(tempfile.gettempdir()) / gradebook_name(data)
-    if not path.exists():
-        fd, temporary = tempfile.mkstemp(dir=path.parent, prefix=".nncourse-gradebook-")
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        os.replace(temporary, path)
-    return f"sqlite:///{path}"
-
-
-def _remove_gradebook(name: str) -> None:
-    """On a worker, after the run: remove its gradebook snapshot."""
-    (Path(tempfile.gettempdir()) / name).unlink(missing_ok=True)
-
-
-def _unpack(outcome: Outcome, staged: dict[str, bytes], staging: Path) -> None:
-    """In the driver: write what a worker staged, and point the outcome at it."""
-    staging.mkdir(parents=True, exist_ok=True)
-    for name, data in staged.items():
-        if Path(name).name != name or name in ("", ".", ".."):
-            raise ValueError(f"a worker sent back a file named {name!r}")
-        (staging / name).write_bytes(data)
-    outcome.executed = {
-        notebook: str(staging / Path(path).name) for notebook, path in outcome.executed.items()
-    }
+            ]

@@ -17,8 +17,9 @@ from nbgrader.api import Grade, Gradebook, MissingEntry
 from nbgrader.coursedir import CourseDirectory
 
 from nncourse.feedback import student_message
-from nncourse.grade import StudentResult, waiting_for_a_person
+from nncourse.grade import waiting_for_a_person
 from nncourse.inert import csv_cell
+from nncourse.results import AUTO, BY_HAND, NEEDS_MANUAL, CellResult, Status, StudentResult
 
 # The columns of `nbgrader export` (nbgrader.plugins.CsvExportPlugin), in its order.
 GRADES_COLUMNS = [
@@ -37,23 +38,6 @@ GRADES_COLUMNS = [
     "needs_manual_grading",
     "points_not_yet_awarded",
 ]
-# A grade cell's `grading`: scored by the grader, by a person, or waiting for a person.
-AUTO, BY_HAND, NEEDS_MANUAL = "auto", "by hand", "needs manual grading"
-
-
-@dataclasses.dataclass
-class CellResult:
-    """One student's result in one grade cell."""
-
-    assignment: str
-    student: str
-    status: str
-    notebook: str
-    grade_id: str
-    score: float
-    max_score: float
-    message: str  # the failure as the student's feedback shows it; empty when the cell passed
-    grading: str = AUTO  # AUTO, BY_HAND or NEEDS_MANUAL (score 0: its points not yet awarded)
 
 
 def write_grades_csv(course: CourseDirectory, target: Path) -> Path:
@@ -89,15 +73,18 @@ def cell_results(course: CourseDirectory, results: list[StudentResult]) -> list[
                 messages = _failure_messages(course, result, notebook.name)
                 for cell in notebook.grade_cells:
                     score, grading = 0.0, AUTO
-                    # An id the grader refused (grade._plan) has no submission in the gradebook.
+                    # An id the planner refused has no submission in the gradebook.
                     with contextlib.suppress(MissingEntry):
-                        if result.status != "missing":
+                        if result.status != Status.MISSING:
                             grade = gb.find_grade(
                                 cell.name, notebook.name, result.assignment, result.student
                             )
                             score, grading = grade.score, _grading(grade)
                     message = messages.get(cell.name, "") if score < cell.max_score else ""
-                    if result.status in ("missing", "ungradable") and score < cell.max_score:
+                    if (
+                        result.status in (Status.MISSING, Status.UNGRADABLE)
+                        and score < cell.max_score
+                    ):
                         message = message or result.status
                     rows.append(
                         CellResult(

@@ -23,6 +23,11 @@ if TYPE_CHECKING:
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
 _FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _CHUNK = 1024**2
+# Why a student's file is not read, said once in every message that refuses one.
+NOT_READ = (
+    "The grader reads no symbolic links, pipes, devices or hard links: put the student's own "
+    "files there, or ask the student to submit again"
+)
 
 
 class Refused(Exception):

@@ -1,9 +1,9 @@
-"""`nncourse grade`: autograde a whole class in parallel; every student ends with a result."""
+"""`nncourse grade`, the driver of a grading run: plan (plan.py), execute on an executor
+(executors.py), record each outcome as it arrives (record.py); every student ends with a result."""
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import statistics
 import time
@@ -16,36 +16,10 @@ from nbgrader.coursedir import CourseDirectory
 from tqdm import tqdm
 from traitlets.config import Config
 
-from nncourse import autograde, crashpoints, durable, execute
-from nncourse.autograde import MISSING, NEEDS_ATTENTION, UNGRADABLE, Outcome, Task
-from nncourse.compat import ConfigError
-from nncourse.inert import printable, safe_student_id
-from nncourse.limits import GradingLimits
+from nncourse import course_config, crashpoints, durable, executors, plan, record
+from nncourse.inert import printable
+from nncourse.results import NEEDS_ATTENTION, Outcome, Status, StudentResult, Task
 from nncourse.sandbox import SandboxUnavailable
-
-
-@dataclasses.dataclass
-class StudentResult:
-    """A student's result in one assignment, as the summary, the exports and the report show it."""
-
-    student: str
-    assignment: str
-    status: str
-    score: float
-    max_score: float
-    reason: str = ""
-    seconds: float = 0.0
-    regraded: bool = False
-    flags: list[str] = dataclasses.field(default_factory=list)
-    # Written answers no person has graded yet: grade id -> its points, not in the score yet.
-    to_grade: dict[str, float] = dataclasses.field(default_factory=dict)
-    # Of those, the answers that changed since a person graded them.
-    grade_again: list[str] = dataclasses.field(default_factory=list)
-
-    @property
-    def needs_attention(self) -> bool:
-        """Whether an instructor should look at this submission."""
-        return self.status in NEEDS_ATTENTION or bool(self.flags)
 
 
 class GradingInterrupted(KeyboardInterrupt):
@@ -66,19 +40,11 @@ def grade_class(
     sandbox, disk) and the gradebook was backed up; then each submission's new grades replace
     its old ones in one transaction. A run stopped anywhere is finished by running it again.
     """
-    config = load_config(course_root)
-    execute.choose(config, scheduler)
+    config = course_config.load_or_exit(course_root)
+    executors.choose(config, scheduler)
     course = CourseDirectory(config=config)
     with run_lock(course):
         return grade_locked(course, config, assignments, jobs, force, progress)
-
-
-def load_config(course_root: Path) -> Config:
-    """The course's configuration, or a refusal naming the file that cannot be loaded."""
-    try:
-        return autograde.load_config(course_root)
-    except ConfigError as error:
-        raise SystemExit(f"nncourse grade: {error}. Nothing was changed.") from None
 
 
 @contextlib.contextmanager
@@ -111,22 +77,11 @@ def grade_locked(
                 f"{', '.join(known) or 'none'}. "
                 "Run `nncourse build` (or nbgrader generate_assignment) first."
             )
-        roster = sorted({s.id for s in gb.students} | _submitters(course))
         notebooks = {a: [n.name for n in gb.find_assignment(a).notebooks] for a in assignments}
-        limits = GradingLimits(config=config)
-        tasks, kept = [], []
-        for assignment in assignments:
-            names = notebooks[assignment]
-            files = autograde.assignment_files(course, assignment, names)
-            for student in roster:
-                crashpoints.reached("planning")
-                kept_or_task = _plan(
-                    gb, course, config, limits, student, assignment, names, files, force
-                )
-                (tasks if isinstance(kept_or_task, Task) else kept).append(kept_or_task)
+        tasks, kept = plan.plan_class(gb, course, config, notebooks, force)
         gb.db.rollback()  # planning read: end its transaction before anything writes
-        outcomes: list[Outcome] = list(kept)
-        with execute.chosen(config, jobs) as executor:
+        outcomes = list(kept)
+        with executors.chosen(config, jobs) as executor:
             preflight(course, config, executor if tasks else None)
             if tasks:
                 _run_tasks(gb, course, config, tasks, notebooks, executor, progress, outcomes)
@@ -134,10 +89,10 @@ def grade_locked(
     return _results(course, outcomes, regraded)
 
 
-def preflight(course: CourseDirectory, config: Config, executor: execute.Executor | None) -> None:
+def preflight(course: CourseDirectory, config: Config, executor: executors.Executor | None) -> None:
     """Refuse, changing nothing, a run that could not finish: no sandbox, no room to write.
 
-    The executor checks where it executes (every Dask worker); None: nothing to execute.
+    The executor checks where it executes (every Dask worker); None: nothing to executors.
     """
     try:
         if executor is not None:
@@ -150,17 +105,17 @@ def preflight(course: CourseDirectory, config: Config, executor: execute.Executo
             + ([database.parent] if database else []),
             database,
         )
-    except (SandboxUnavailable, durable.RunRefused, execute.ExecutorUnavailable) as error:
+    except (SandboxUnavailable, durable.RunRefused, executors.ExecutorUnavailable) as error:
         raise SystemExit(f"nncourse grade: {error}. Nothing was changed.") from None
 
 
 def _run_tasks(
     gb: Gradebook,
     course: CourseDirectory,
-    config,
+    config: Config,
     tasks: list[Task],
     notebooks: dict[str, list[str]],
-    executor: execute.Executor,
+    executor: executors.Executor,
     progress: bool,
     outcomes: list[Outcome],
 ) -> None:
@@ -181,7 +136,7 @@ def _run_tasks(
     def on_done(outcome: Outcome) -> None:
         nonlocal saved
         task = by_key[outcome.student, outcome.assignment]
-        autograde.save_outcome(
+        record.save_outcome(
             gb,
             config,
             outcome,
@@ -196,7 +151,7 @@ def _run_tasks(
             bar.write(printable(f"{outcome.student}: {outcome.status}: {outcome.reason}"))
 
     try:
-        with autograde.read_only_copy(course.db_url) as read_url:
+        with record.master_cells(course.db_url, course.course_id) as read_url:
             for task in tasks:
                 task.read_db_url = read_url
             executor.run(tasks, on_done)
@@ -207,78 +162,6 @@ def _run_tasks(
     finally:
         bar.close()
     durable.clear_staging(autograded)
-
-
-def _submitters(course: CourseDirectory) -> set[str]:
-    """Students with a folder in submitted/ (or a link there, which grading refuses)."""
-    folder = Path(course.root) / course.submitted_directory
-    return (
-        {
-            p.name
-            for p in folder.iterdir()
-            if (p.is_symlink() or p.is_dir()) and not p.name.startswith(".")
-        }
-        if folder.exists()
-        else set()
-    )
-
-
-def _plan(
-    gb: Gradebook,
-    course: CourseDirectory,
-    config,
-    limits: GradingLimits,
-    student: str,
-    assignment: str,
-    notebooks: list[str],
-    files: autograde.AssignmentFiles,
-    force: bool,
-) -> Task | Outcome:
-    """Decide on one student's assignment: a task to run, or the outcome already known."""
-    submission = autograde.inspect_submission(course, limits, student, assignment)
-    if submission is None:
-        return Outcome(student, assignment, MISSING, reason="no submission")
-    if not safe_student_id(student):
-        # Kept out of the gradebook, so out of the formgrader, which would run it as HTML.
-        return Outcome(
-            student,
-            assignment,
-            UNGRADABLE,
-            reason="the student id holds HTML or control characters (<>&\"'` ...), which "
-            "nbgrader's formgrader prints unescaped; rename its folder in submitted/",
-        )
-    digest = submission.digest
-    record = autograde.read_record(course, student, assignment)
-    # Content decides, not timestamp.txt: a resubmission without a new timestamp is regraded too.
-    # The record must be of the gradebook's submission: a run stopped between its commit and its
-    # renames left the old record, and one stopped between its renames none.
-    unchanged = (
-        record
-        and record["digest"] == digest
-        and not record.get("retry")
-        and record.get("submission_id")
-        and record["submission_id"] == _submission_id(gb, student, assignment)
-    )
-    if not force and unchanged:
-        return Outcome(
-            student,
-            assignment,
-            record["status"],
-            record["reason"],
-            digest,
-            record["seconds"],
-            flags=record.get("flags", []),
-            grade_again=record.get("grade_again", []),
-        )
-    return Task(config, student, assignment, notebooks, "", digest, submission, files)
-
-
-def _submission_id(gb: Gradebook, student: str, assignment: str) -> str | None:
-    """The id of the gradebook's submission of this student for this assignment, if any."""
-    try:
-        return gb.find_submission(assignment, student).id
-    except MissingEntry:
-        return None
 
 
 def _has_submission(gb: Gradebook, student: str, assignment: str) -> bool:
@@ -299,7 +182,7 @@ def _results(
         max_scores = {a.name: a.max_score for a in gb.assignments}
         for o in sorted(outcomes, key=lambda o: (o.assignment, o.student)):
             score, to_grade = 0.0, {}
-            if o.status != MISSING and _has_submission(gb, o.student, o.assignment):
+            if o.status != Status.MISSING and _has_submission(gb, o.student, o.assignment):
                 submission = gb.find_submission(o.assignment, o.student)
                 score, to_grade = submission.score, waiting_for_a_person(submission)
             results.append(

@@ -17,8 +17,7 @@ import matplotlib
 matplotlib.use("Agg")  # the report is written on servers without a display
 import matplotlib.pyplot as plt  # noqa: E402
 
-from nncourse.export import NEEDS_MANUAL, CellResult  # noqa: E402
-from nncourse.grade import StudentResult  # noqa: E402
+from nncourse.results import NEEDS_MANUAL, CellResult, Status, StudentResult  # noqa: E402
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 70em; color: #222; }
@@ -96,7 +95,7 @@ def write_report(
     for cell in cells:
         points[cell.grade_id] = cell.max_score
         to_grade[cell.grade_id] += cell.grading == NEEDS_MANUAL
-        if cell.message and cell.status not in ("missing", "ungradable"):
+        if cell.message and cell.status not in (Status.MISSING, Status.UNGRADABLE):
             failures[cell.grade_id][cell.message[:300]] += 1
 
     base = target.parent

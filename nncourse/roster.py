@@ -227,9 +227,9 @@ def _has_submission(gb: Gradebook, student: str) -> bool:
 
 def run(course_root: Path, every: float | None) -> int:
     """Sync once (exit status 1 on failure) or, with `every`, forever, logging each change."""
-    from nncourse.grade import load_config
+    from nncourse import course_config
 
-    config = load_config(course_root)
+    config = course_config.load_or_exit(course_root, "nncourse roster")
     try:
         while True:
             try:

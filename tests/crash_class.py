@@ -22,7 +22,7 @@ from typing import Any
 import pytest
 from test_pipeline import ASSIGNMENT, break_file, correct, make_course, mistake, scores, submit
 
-from nncourse.autograde import RECORD_FILE
+from nncourse.record import RECORD_FILE
 
 STUDENTS = ["alice", "bob", "carol", "dan"]
 # The test's own processes carry this variable: the grader, its workers and their kernels.

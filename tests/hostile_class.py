@@ -34,6 +34,7 @@ from active_content import PAYLOADS, cell
 from test_pipeline import ASSIGNMENT, ROOT, correct, make_course, mistake
 
 from nncourse import grade, submissions
+from nncourse.results import StudentResult
 
 HOSTILE = ROOT / "tests" / "fixtures" / "hostile"
 NOTEBOOK = "simple_neural_network.ipynb"
@@ -446,7 +447,7 @@ class GradedClass:
     course: Path
     collected: list[subprocess.CompletedProcess]  # `nbgrader collect`, then with --update
     graded: subprocess.CompletedProcess  # `nncourse grade`
-    results: dict[str, grade.StudentResult]  # as a second run finds them
+    results: dict[str, StudentResult]  # as a second run finds them
     regraded_again: list[str]  # what that second run graded again
 
 

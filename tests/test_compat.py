@@ -11,8 +11,10 @@ from pathlib import Path
 import nbformat
 import pytest
 from nbgrader.api import Gradebook
+from nbgrader.converters import Autograde
+from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import AssignLatePenalties, SaveAutoGrades, saveautogrades
-from traitlets.config import Application
+from traitlets.config import Application, Config
 
 from nncourse import compat
 
@@ -158,3 +160,36 @@ def test_route_formgrader_autograde_replaces_the_api_method():
         assert NbGraderAPI.autograde(object(), "a1", "s1") == {"success": True, "log": "a1/s1"}
     finally:
         NbGraderAPI.autograde = original
+
+
+def test_autograde_steps_are_nbgraders_own_split_where_grades_are_written():
+    """nbgrader 0.9.6's sanitise and autograde steps, which nncourse grade runs in this order."""
+    sanitise, run, record = compat.autograde_steps(Config())
+    assert [step.__name__ for step in sanitise] == [
+        "ClearOutput",
+        "DeduplicateIds",
+        "OverwriteKernelspec",
+        "OverwriteCells",
+        "CheckCellMetadata",
+    ]
+    assert [step.__name__ for step in run] == [
+        "Execute",
+        "IgnorePattern",
+        "ClearMetadataPreprocessor",
+        "LimitOutput",
+    ]
+    assert [step.__name__ for step in record] == [
+        "SaveAutoGrades",
+        "AssignLatePenalties",
+        "CheckCellMetadata",
+    ]
+
+
+def test_converter_resources_are_those_nbgraders_converter_builds(tmp_path):
+    course = CourseDirectory(root=str(tmp_path))
+    notebook = Path(course.format_path(course.submitted_directory, "s", "a")) / "n.ipynb"
+    theirs = Autograde(coursedir=course).init_single_notebook_resources(str(notebook))
+    ours = compat.converter_resources("s", "a", "n", course.db_url, notebook.parent)
+    # nbconvert's exporter adds the notebook's path and name as it reads the file.
+    assert ours.pop("metadata") == {"path": str(notebook.parent), "name": "n"}
+    assert ours == theirs

@@ -24,8 +24,9 @@ from distributed import Client
 from test_durable import snapshot
 from test_pipeline import ASSIGNMENT, MISTAKES, make_course, scores
 
-from nncourse import autograde, execute, grade, submissions
-from nncourse.autograde import GRADED, RECORD_FILE
+from nncourse import course_config, executors, grade, record, submissions
+from nncourse.record import RECORD_FILE
+from nncourse.results import Status, StudentResult
 from nncourse.sandbox import find_bwrap
 
 DASK = str(Path(sys.executable).parent / "dask")
@@ -96,7 +97,7 @@ def local_scores(tmp_path_factory) -> dict[tuple[str, str], float]:
     course = make_course(tmp_path_factory.mktemp("local"))
     submissions.write_class(course, ASSIGNMENT, CLASS_SIZE, MISTAKES)
     results = grade.grade_class(course, jobs=WORKERS, progress=False)
-    assert [r.status for r in results] == [GRADED] * CLASS_SIZE
+    assert [r.status for r in results] == [Status.GRADED] * CLASS_SIZE
     return scores(db_url(course))
 
 
@@ -109,7 +110,7 @@ def test_a_dask_cluster_grades_as_the_local_pool(tmp_path, local_scores):
     with dask_cluster(tmp_path / "cluster") as address:
         course = dask_course(tmp_path / "class", address)
         results = grade.grade_class(course, progress=False)
-    assert [r.status for r in results] == [GRADED] * CLASS_SIZE
+    assert [r.status for r in results] == [Status.GRADED] * CLASS_SIZE
     assert scores(db_url(course)) == local_scores
     # The workers staged nothing in the course: autograded/ holds what the driver wrote.
     graded = sorted((course / "autograded").glob(f"*/{ASSIGNMENT}/{RECORD_FILE}"))
@@ -123,16 +124,16 @@ def test_a_worker_killed_mid_run_leaves_every_student_graded_once(
     tmp_path, local_scores, monkeypatch
 ):
     saved: Counter[str] = Counter()
-    save = autograde.save_outcome
+    save = record.save_outcome
 
     def counting_save(gb, config, outcome, *args):
         saved[outcome.student] += 1
         return save(gb, config, outcome, *args)
 
-    monkeypatch.setattr(autograde, "save_outcome", counting_save)
+    monkeypatch.setattr(record, "save_outcome", counting_save)
     with dask_cluster(tmp_path / "cluster") as address:
         course = dask_course(tmp_path / "class", address)
-        results: list[grade.StudentResult] = []
+        results: list[StudentResult] = []
         run = threading.Thread(
             target=lambda: results.extend(grade.grade_class(course, progress=False))
         )
@@ -151,19 +152,19 @@ def test_a_worker_killed_mid_run_leaves_every_student_graded_once(
             assert len(client.scheduler_info()["workers"]) == WORKERS - 1
     assert sorted(r.student for r in results) == sorted(saved) == sorted(set(saved))
     assert set(saved.values()) == {1}
-    assert [r.status for r in results] == [GRADED] * CLASS_SIZE
+    assert [r.status for r in results] == [Status.GRADED] * CLASS_SIZE
     assert scores(db_url(course)) == local_scores
 
 
 def test_the_command_line_scheduler_wins_over_the_config():
-    config = grade.load_config(Path(__file__).resolve().parent.parent)
+    config = course_config.load(Path(__file__).resolve().parent.parent)
     config.GradingExecutor.scheduler = "tcp://127.0.0.1:1"
-    with execute.chosen(config, 2) as executor:
-        assert isinstance(executor, execute.DaskCluster)
+    with executors.chosen(config, 2) as executor:
+        assert isinstance(executor, executors.DaskCluster)
         assert executor.address == "tcp://127.0.0.1:1"
-    execute.choose(config, "")  # `nncourse grade --scheduler ''`
-    with execute.chosen(config, 2) as executor:
-        assert executor == execute.LocalPool(2)
+    executors.choose(config, "")  # `nncourse grade --scheduler ''`
+    with executors.chosen(config, 2) as executor:
+        assert executor == executors.LocalPool(2)
 
 
 @pytest.mark.sandbox

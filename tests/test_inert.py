@@ -18,6 +18,7 @@ from nbgrader.coursedir import CourseDirectory
 from nbgrader.plugins import CsvExportPlugin
 
 from nncourse import export, grade, inert, report, submissions, tamper
+from nncourse.results import CellResult, StudentResult
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "simple_nn"
@@ -162,21 +163,21 @@ def test_exported_csv_files_neutralise_formulas(tmp_path):
         ("'@SUM(A1)", "'-2+3"),
     ]
     message = '=HYPERLINK("http://x","click")'
-    result = export.CellResult(ASSIGNMENT, "bob", "graded", "nb", "relu", 0.0, 1.0, message)
+    result = CellResult(ASSIGNMENT, "bob", "graded", "nb", "relu", 0.0, 1.0, message)
     cells = list(csv.DictReader(export.write_cell_csv([result], tmp_path / "cells.csv").open()))
     assert cells[0]["message"] == "'" + message
     assert float(cells[0]["score"]) == 0.0
 
 
-def results_with_hostile_names() -> list[grade.StudentResult]:
+def results_with_hostile_names() -> list[StudentResult]:
     """Two students: one graded and flagged for files with odd names, one with an HTML id."""
     flags = [
         "submitted an extra file \x1b[2K\x1b[1Aall_fine.txt",
         "submitted an extra file <svg onload=alert('PWNED')>.txt",
     ]
     return [
-        grade.StudentResult("mallory", ASSIGNMENT, "graded", 28.0, 28.0, flags=flags),
-        grade.StudentResult(
+        StudentResult("mallory", ASSIGNMENT, "graded", 28.0, 28.0, flags=flags),
+        StudentResult(
             "<img src=x onerror=alert('PWNED')>", ASSIGNMENT, "ungradable", 0.0, 28.0, "refused"
         ),
     ]
@@ -191,7 +192,7 @@ def test_summary_shows_control_characters_escaped():
 def test_report_shows_ids_and_file_names_as_text(tmp_path):
     results = results_with_hostile_names()
     cells = [
-        export.CellResult(ASSIGNMENT, r.student, r.status, "nb", "relu", 0.0, 1.0, "<b>x</b>")
+        CellResult(ASSIGNMENT, r.student, r.status, "nb", "relu", 0.0, 1.0, "<b>x</b>")
         for r in results
     ]
     feedback = tmp_path / "feedback" / results[1].student / "index.html"

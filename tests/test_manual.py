@@ -9,13 +9,14 @@ from nbgrader.api import Gradebook
 from nbgrader.coursedir import CourseDirectory
 from test_pipeline import ASSIGNMENT, GRADE_CELLS, correct, make_course
 
-from nncourse import autograde, export, grade, submissions, workflow
+from nncourse import grade, record, submissions, workflow
+from nncourse.results import AUTO, BY_HAND, NEEDS_MANUAL
 
 WRITTEN = "written_gradient_of_W1"
 NOTEBOOK = "simple_neural_network"
 #: The assignment's points: all of them, and those autograding awards (all but the written answer).
 TOTAL = sum(cell.get("points", 0) for cell in GRADE_CELLS)
-AUTO = TOTAL - 2
+AUTO_POINTS = TOTAL - 2
 ANSWER = r"Each entry is $\frac{1}{m}\sum_i x_{ij} (\delta_1)_{ik}$; averaged since C is a mean."
 
 pytestmark = [pytest.mark.kernels, pytest.mark.sandbox]
@@ -95,7 +96,7 @@ def test_an_answer_waits_for_a_person_without_failing_the_student(manual_class):
     results = run["results"]
     for student in ("alice", "carol"):
         result = results[student]
-        assert (result.status, result.score, result.max_score) == ("graded", AUTO, TOTAL)
+        assert (result.status, result.score, result.max_score) == ("graded", AUTO_POINTS, TOTAL)
         assert result.to_grade == {WRITTEN: 2}
         assert not result.needs_attention
     assert results["bob"].to_grade == {}  # unanswered: 0 points, nothing to grade
@@ -111,12 +112,12 @@ def test_exports_and_report_say_needs_manual_grading(manual_class):
     grades = run["grades"]
     assert grades["alice"]["needs_manual_grading"] == WRITTEN
     assert float(grades["alice"]["points_not_yet_awarded"]) == 2
-    assert float(grades["alice"]["score"]) == AUTO
+    assert float(grades["alice"]["score"]) == AUTO_POINTS
     assert grades["bob"]["needs_manual_grading"] == ""
     cells = run["written"]
-    assert cells["alice"]["grading"] == export.NEEDS_MANUAL
+    assert cells["alice"]["grading"] == NEEDS_MANUAL
     assert cells["alice"]["message"] == ""  # not a failure
-    assert (cells["bob"]["grading"], float(cells["bob"]["score"])) == (export.AUTO, 0)
+    assert (cells["bob"]["grading"], float(cells["bob"]["score"])) == (AUTO, 0)
     report = run["report"]
     assert "Written answers of 2 of 3 students need manual grading" in report
     assert "4 points not yet awarded" in report
@@ -128,19 +129,19 @@ def test_a_person_s_score_counts_once_given(manual_class):
     run = runs["after grading"]
     results = run["results"]
     assert not any(r.regraded for r in results.values())
-    assert (results["alice"].score, results["alice"].to_grade) == (AUTO + 1.5, {})
-    assert (results["carol"].score, results["carol"].to_grade) == (AUTO + 2, {})
+    assert (results["alice"].score, results["alice"].to_grade) == (AUTO_POINTS + 1.5, {})
+    assert (results["carol"].score, results["carol"].to_grade) == (AUTO_POINTS + 2, {})
     assert "needs manual grading" not in run["summary"]
     grades = run["grades"]
-    assert float(grades["alice"]["score"]) == AUTO + 1.5
+    assert float(grades["alice"]["score"]) == AUTO_POINTS + 1.5
     assert grades["alice"]["needs_manual_grading"] == ""
     cells = run["written"]
-    assert (cells["alice"]["grading"], float(cells["alice"]["score"])) == (export.BY_HAND, 1.5)
+    assert (cells["alice"]["grading"], float(cells["alice"]["score"])) == (BY_HAND, 1.5)
     report = run["report"]
     assert "need manual grading in the formgrader" not in report
     assert "needs manual grading:" not in report
     # The feedback page is written again with the person's score and comment.
-    assert f"{AUTO + 1.5:g}" in runs["feedback"]
+    assert f"{AUTO_POINTS + 1.5:g}" in runs["feedback"]
     assert "Right, but say why W2 is transposed." in runs["feedback"]
 
 
@@ -148,16 +149,17 @@ def test_a_forced_regrade_keeps_the_score_of_an_unchanged_answer(manual_class):
     course, runs = manual_class
     results = runs["forced"]["results"]
     assert results["alice"].regraded
-    assert (results["alice"].score, results["alice"].to_grade) == (AUTO + 1.5, {})
+    assert (results["alice"].score, results["alice"].to_grade) == (AUTO_POINTS + 1.5, {})
     assert written_grade(course, "alice") == (1.5, False, "Right, but say why W2 is transposed.")
-    assert results["bob"].score == AUTO
+    assert results["bob"].score == AUTO_POINTS
 
 
 def test_a_changed_answer_needs_grading_again_and_says_so(manual_class):
     course, runs = manual_class
     run = runs["forced"]
     carol = run["results"]["carol"]
-    assert (carol.score, carol.to_grade, carol.grade_again) == (AUTO, {WRITTEN: 2}, [WRITTEN])
+    assert (carol.score, carol.to_grade) == (AUTO_POINTS, {WRITTEN: 2})
+    assert carol.grade_again == [WRITTEN]
     assert written_grade(course, "carol") == (0, True, None)
     summary = run["summary"]
     assert "needs manual grading: 1 student, 2 points not yet awarded" in summary
@@ -165,5 +167,5 @@ def test_a_changed_answer_needs_grading_again_and_says_so(manual_class):
         rf"carol +answer changed since it was graded, grade it again: {WRITTEN}", summary
     )
     assert "answer changed since graded" in run["report"]
-    record = autograde.read_record(CourseDirectory(root=str(course)), "carol", ASSIGNMENT)
-    assert record["grade_again"] == [WRITTEN]
+    kept = record.read_record(CourseDirectory(root=str(course)), "carol", ASSIGNMENT)
+    assert kept["grade_again"] == [WRITTEN]

@@ -14,7 +14,7 @@ import pytest
 from nbgrader.api import Gradebook
 from pg_server import postgres_server
 
-from nncourse import export, grade, notebooks, submissions, workflow
+from nncourse import export, grade, notebooks, record, submissions, workflow
 from nncourse.checks import DETAILS_MARK
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -239,9 +239,16 @@ def test_postgresql_gradebook(tmp_path):
         submit(course, "alice", correct())
         submit(course, "carol", mistake("fails_relu_derivative_one_at_zero"))
         results = {r.student: r for r in grade.grade_class(course, jobs=2, progress=False)}
-        assert (results["alice"].score, results["carol"].score) == (30, 29)
+        assert (results["alice"].score, results["carol"].score) == (30, 29), results
         assert scores(url)["carol", "relu_derivative"] == 0
         assert not (course / "gradebook.db").exists()
+        # What the workers read instead of the server: the master's cells, no student's grades.
+        with record.master_cells(url, "") as copy, Gradebook(copy) as cells:
+            assert copy.startswith("sqlite:///")
+            assert cells.students == []
+            notebook = cells.find_notebook("simple_neural_network", ASSIGNMENT)
+            graded = {cell.name for cell in notebook.grade_cells}
+            assert graded == {cell["grade_id"] for cell in GRADE_CELLS}
 
 
 def test_regrade_recomputes_from_scratch_and_notices_changed_content(tmp_path):
