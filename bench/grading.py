@@ -11,7 +11,9 @@ All are measured on the same submissions in fresh copies of the course:
 - ours on Dask: `nncourse grade` on a local Dask cluster of N one-thread worker processes
   (started before the clock starts), against the process pool: the Dask overhead;
 - floor: each submitted notebook executed once in a fresh kernel with nbclient, nothing else.
-It also samples the grading kernels while ours runs, to show memory follows the jobs, not the class.
+It also measures what a larger course is planned from (docs/scale.md): the CPU of one
+submission, the single writer's time per submission, what feedback and exports add, and the
+grading kernels' memory, sampled while ours runs (it follows the jobs, not the class).
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import nbformat
 from nbclient import NotebookClient
 from nbgrader.api import Gradebook
 
-from nncourse import grade, submissions, workflow
+from nncourse import grade, record, submissions, workflow
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "simple_nn"
@@ -91,12 +93,34 @@ def scores(course: Path) -> dict:
         return {s.student.id: s.score for s in gb.assignment_submissions(ASSIGNMENT)}
 
 
+class WriterClock:
+    """Adds up the time the driver spends recording outcomes (record.save_outcome) in a block."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.save = record.save_outcome
+
+    def __enter__(self) -> None:
+        def timed_save(*args, **kwargs) -> None:
+            start = time.perf_counter()
+            try:
+                self.save(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        record.save_outcome = timed_save
+
+    def __exit__(self, *exc) -> None:
+        record.save_outcome = self.save
+
+
 class KernelSampler(threading.Thread):
-    """Samples, every 0.2 s, how many grading kernels run and their total resident memory."""
+    """Samples, every 0.2 s, how many grading kernels run, their total and largest memory."""
 
     def __init__(self) -> None:
         super().__init__(daemon=True)
         self.most_kernels, self.most_rss_mib, self.running = 0, 0.0, True
+        self.largest_kernel_mib = 0.0
 
     def run(self) -> None:
         while self.running:
@@ -111,16 +135,10 @@ class KernelSampler(threading.Thread):
                 except OSError:
                     continue
                 kernels += 1
-                rss += (
-                    int(
-                        next(
-                            line.split()[1]
-                            for line in status.splitlines()
-                            if line.startswith("VmRSS")
-                        )
-                    )
-                    / 1024
-                )
+                vm_rss = next(line for line in status.splitlines() if line.startswith("VmRSS"))
+                mib = int(vm_rss.split()[1]) / 1024
+                rss += mib
+                self.largest_kernel_mib = max(self.largest_kernel_mib, mib)
             self.most_kernels = max(self.most_kernels, kernels)
             self.most_rss_mib = max(self.most_rss_mib, rss)
             time.sleep(0.2)
@@ -161,9 +179,11 @@ def main() -> None:
         )
         sampler = KernelSampler()
         sampler.start()
-        parallel = timed(
-            lambda: grade.grade_class(courses["parallel"], jobs=args.jobs, progress=False)
-        )
+        writer = WriterClock()
+        with writer:
+            parallel = timed(
+                lambda: grade.grade_class(courses["parallel"], jobs=args.jobs, progress=False)
+            )
         sampler.running = False
         dask = on_dask(courses["dask"], args.jobs)
         cpu_before = cpu_seconds()
@@ -204,9 +224,12 @@ def main() -> None:
         f"ratio {one_job / floor:.2f} of the floor (target <= 1.3)"
     )
     print(f"CPU per submission, --jobs 1     {cpu / n:6.2f} s   (grader, worker and kernel)")
+    print(f"feedback, exports, report        {whole - parallel:6.1f} s   (make grade - grading)")
+    print(f"recording per submission         {writer.seconds / n:6.2f} s   (the single writer)")
     print(
         f"kernels alive at once (most)    {sampler.most_kernels} for {n} submissions, "
-        f"{sampler.most_rss_mib:.0f} MiB resident at most"
+        f"{sampler.most_rss_mib:.0f} MiB resident at most, "
+        f"{sampler.largest_kernel_mib:.0f} MiB the largest kernel"
     )
 
 

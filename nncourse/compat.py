@@ -13,7 +13,7 @@ from typing import Any
 from nbformat.notebooknode import NotebookNode
 from nbgrader.api import Gradebook
 from nbgrader.converters import Autograde
-from nbgrader.preprocessors import SaveAutoGrades
+from nbgrader.preprocessors import ClearHiddenTests, SaveAutoGrades
 from traitlets.config import Config
 
 
@@ -156,3 +156,12 @@ def converter_resources(
             "db_url": db_url,
         },
     }
+
+
+def remove_hidden_tests(cell: NotebookNode) -> None:
+    """Strip a grade cell's hidden tests in place, as nbgrader's ClearHiddenTests does.
+
+    Its region remover is private, and it is the one place that knows nbgrader's delimiters
+    (c.ClearHiddenTests.begin_test_delimeter and end_test_delimeter, spelled so).
+    """
+    ClearHiddenTests(enforce_metadata=False)._remove_hidden_test_region(cell)

@@ -18,7 +18,7 @@ from nbgrader.api import Gradebook
 from nbgrader.apps import NbGraderAPI
 from nbgrader.auth import Authenticator, NoAuthPlugin
 from nbgrader.coursedir import CourseDirectory
-from nbgrader.preprocessors import ClearHiddenTests, NbGraderPreprocessor
+from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets.config import Config
 
 from nncourse import compat, crashpoints, executors, record
@@ -45,7 +45,7 @@ class HideHiddenTests(NbGraderPreprocessor):
         """Replace a grade cell's hidden tests and outputs by what a student may see."""
         if cell.cell_type != "code" or not utils.is_grade(cell):
             return cell, resources
-        ClearHiddenTests(enforce_metadata=False)._remove_hidden_test_region(cell)
+        compat.remove_hidden_tests(cell)
         errors = [output for output in cell.outputs if output.output_type == "error"]
         cell.outputs = [_verdict(errors[0])] if errors else []
         return cell, resources

@@ -20,9 +20,8 @@ from typing import Any
 from nbformat.notebooknode import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader import utils
-from nbgrader.preprocessors import ClearHiddenTests
 
-from nncourse import calls, checks
+from nncourse import calls, checks, compat
 from nncourse.sandbox import SandboxedExecute
 
 FAILED = "HiddenTestFailure"
@@ -37,7 +36,7 @@ FLAGGED = {
 def visible_part(source: str) -> str:
     """A grade cell's source without its hidden block, as the student's kernel runs it."""
     cell = NotebookNode(source=source)
-    ClearHiddenTests(enforce_metadata=False)._remove_hidden_test_region(cell)
+    compat.remove_hidden_tests(cell)
     return cell.source
 
 

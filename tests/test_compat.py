@@ -193,3 +193,11 @@ def test_converter_resources_are_those_nbgraders_converter_builds(tmp_path):
     # nbconvert's exporter adds the notebook's path and name as it reads the file.
     assert ours.pop("metadata") == {"path": str(notebook.parent), "name": "n"}
     assert ours == theirs
+
+
+def test_remove_hidden_tests_keeps_the_visible_part_as_nbgrader_does():
+    visible = '"""Check x."""\nassert x == 1\n'
+    hidden = "### BEGIN HIDDEN TESTS\nassert secret()\n### END HIDDEN TESTS\n"
+    cell = nbformat.v4.new_code_cell(visible + hidden)
+    compat.remove_hidden_tests(cell)
+    assert cell.source == visible
