@@ -265,4 +265,7 @@ def master_cells(db_url: str, course_id: str) -> Iterator[str]:
                     for cell in nb.solution_cells:
                         copy.update_or_create_solution_cell(cell.name, *where)
             live.db.rollback()  # read only
+        # nbgrader's steps open it under its default course id, which a Gradebook creates when
+        # missing: created here, once, not by two workers at the same moment (one would fail).
+        Gradebook(url).close()
         yield url

@@ -1,10 +1,12 @@
 """`nncourse grade`: a class graded in parallel, every student with a status, nbgrader's grades."""
 
+import contextlib
 import csv
 import html
 import json
 import re
 import shutil
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -243,12 +245,16 @@ def test_postgresql_gradebook(tmp_path):
         assert scores(url)["carol", "relu_derivative"] == 0
         assert not (course / "gradebook.db").exists()
         # What the workers read instead of the server: the master's cells, no student's grades.
-        with record.master_cells(url, "") as copy, Gradebook(copy) as cells:
+        with record.master_cells(url, "") as copy:
             assert copy.startswith("sqlite:///")
-            assert cells.students == []
-            notebook = cells.find_notebook("simple_neural_network", ASSIGNMENT)
-            graded = {cell.name for cell in notebook.grade_cells}
-            assert graded == {cell["grade_id"] for cell in GRADE_CELLS}
+            with contextlib.closing(sqlite3.connect(copy.removeprefix("sqlite:///"))) as db:
+                # Not left to the workers, two of which could create it at once: one fails.
+                assert ("default_course",) in db.execute("select id from course").fetchall()
+            with Gradebook(copy) as cells:
+                assert cells.students == []
+                notebook = cells.find_notebook("simple_neural_network", ASSIGNMENT)
+                graded = {cell.name for cell in notebook.grade_cells}
+                assert graded == {cell["grade_id"] for cell in GRADE_CELLS}
 
 
 def test_regrade_recomputes_from_scratch_and_notices_changed_content(tmp_path):
