@@ -1,4 +1,4 @@
-"""Where submissions are executed: this machine's process pool, or the workers of a Dask cluster.
+"""Executors, where execute.py runs: this machine's process pool, or the workers of a Dask cluster.
 
 The driver (nncourse/grade.py) plans, hands the tasks to an executor and saves each outcome as
 it arrives (record.py): it stays the only writer of the gradebook and of autograded/. Executors
