@@ -92,7 +92,7 @@ def grade_locked(
 def preflight(course: CourseDirectory, config: Config, executor: executors.Executor | None) -> None:
     """Refuse, changing nothing, a run that could not finish: no sandbox, no room to write.
 
-    The executor checks where it executes (every Dask worker); None: nothing to executors.
+    The executor checks where it executes (every Dask worker); None: nothing to execute.
     """
     try:
         if executor is not None:
