@@ -127,7 +127,7 @@ def test_nbgrader_config_names_real_traits() -> None:
     import nbgrader.exchange
     import nbgrader.preprocessors
 
-    from nncourse import execute, limits, sandbox
+    from nncourse import executors, limits, sandbox
 
     config = PyFileConfigLoader("nbgrader_config.py", path=str(COURSE_ROOT)).load_config()
     classes = {
@@ -137,7 +137,7 @@ def test_nbgrader_config_names_real_traits() -> None:
             nbgrader.coursedir,
             nbgrader.exchange,
             nbgrader.preprocessors,
-            execute,
+            executors,
             limits,
             sandbox,
         )
