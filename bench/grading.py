@@ -34,6 +34,7 @@ from nbclient import NotebookClient
 from nbgrader.api import Gradebook
 
 from nncourse import grade, record, submissions, workflow
+from nncourse.course import MISTAKES
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "simple_nn"
@@ -47,7 +48,7 @@ def make_class(folder: Path, count: int) -> Path:
     subprocess.run(
         [NBGRADER, "generate_assignment", ASSIGNMENT], cwd=folder, check=True, capture_output=True
     )
-    submissions.write_class(folder, ASSIGNMENT, count, ROOT / "tests" / "fixtures" / "mistakes")
+    submissions.write_class(folder, ASSIGNMENT, count, MISTAKES)
     return folder
 
 

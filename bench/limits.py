@@ -28,6 +28,7 @@ from pathlib import Path
 import nbformat
 
 from nncourse import course_config, submissions
+from nncourse.course import MISTAKES
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSIGNMENT = "simple_nn"
@@ -49,7 +50,7 @@ def make_class(folder: Path, count: int, slow: bool) -> Path:
     """`count` students, every 4th correct, the others catalogued mistakes; one slow if asked."""
     course = make_course(folder)
     release = submissions.read_release(course, ASSIGNMENT)
-    fixtures = submissions.load_fixtures(ROOT / "tests" / "fixtures" / "mistakes")
+    fixtures = submissions.load_fixtures(MISTAKES)
     config = course_config.load(course)
     sleep = max(1, config.Execute.timeout - 2)
     for index in range(count):

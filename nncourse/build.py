@@ -220,7 +220,7 @@ def export_references(notebook: Path, course_root: Path) -> None:
 
 def check_every_grade_cell_judged(nb: NotebookNode, assignment: str, *, label: str) -> None:
     """Refuse (for the course's assignment) or warn of code grade cells that no check decides."""
-    from nncourse import checks
+    from nncourse.course import checks
 
     missing = [
         cell.metadata.nbgrader.get("grade_id", "?")
@@ -232,7 +232,7 @@ def check_every_grade_cell_judged(nb: NotebookNode, assignment: str, *, label: s
     if not missing:
         return
     message = (
-        f"{label}: no check in nncourse/checks.py CHECKS decides the grade cells "
+        f"{label}: no check in nncourse/course/checks.py CHECKS decides the grade cells "
         f"{', '.join(missing)}; grading scores them 0. Add a Check for each."
     )
     if assignment == checks.ASSIGNMENT:

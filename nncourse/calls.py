@@ -1,6 +1,6 @@
 """A grade cell's check, split where the student's code runs: plan, call in the kernel, judge.
 
-A check in nncourse/checks.py calls the function under test and compares what comes back with
+A check in nncourse/course/checks.py calls the function under test and compares what comes back with
 the reference. Here it runs twice in the grader and never in the kernel:
 
 1. plan: the check runs on the reference solution, and every call it makes is recorded (the
@@ -25,8 +25,9 @@ from typing import Any
 
 import numpy as np
 
-from nncourse import checks, in_kernel, standins
-from nncourse.checks import HiddenTestFailure
+from nncourse import in_kernel, standins
+from nncourse.comparisons import HiddenTestFailure
+from nncourse.course import checks
 
 IN_KERNEL_SOURCE = inspect.getsource(in_kernel)
 # The hand-over of a correct answer is a few kilobytes; far more is not an answer.
@@ -86,7 +87,7 @@ class Verdict:
     """The grader's decision on one grade cell."""
 
     passed: bool
-    message: str = ""  # what failed: the student's part, then checks.DETAILS_MARK and details
+    message: str = ""  # what failed: the student's part, then comparisons.DETAILS_MARK and details
     kind: str = ""  # a failure that flags the submission: HAND_OVER_BROKEN or REORDERED
 
 

@@ -1,4 +1,7 @@
-"""Every reliance on nbgrader's (and traitlets') internals, in one place, pinned by test_compat."""
+"""Every reliance on nbgrader's, jupyter_client's and traitlets' internals, pinned by test_compat.
+
+Importing it is cheap: nbgrader itself (~2.5 s) is imported where a function needs it.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +11,14 @@ import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from nbformat.notebooknode import NotebookNode
-from nbgrader.api import Gradebook
-from nbgrader.converters import Autograde
-from nbgrader.preprocessors import ClearHiddenTests, SaveAutoGrades
-from traitlets.config import Config
+from jupyter_client.manager import AsyncKernelManager
+
+if TYPE_CHECKING:
+    from nbformat.notebooknode import NotebookNode
+    from nbgrader.api import Gradebook
+    from traitlets.config import Config
 
 
 class _Borrowed:
@@ -126,6 +130,9 @@ def route_formgrader_autograde(autograde: Any) -> None:
 
 def autograde_steps(config: Config) -> tuple[list, list, list]:
     """nbgrader's sanitise and autograde steps, the latter split where it starts writing grades."""
+    from nbgrader.converters import Autograde
+    from nbgrader.preprocessors import SaveAutoGrades
+
     autograde = Autograde(config=config)
     steps = list(autograde.autograde_preprocessors)
     split = steps.index(SaveAutoGrades)
@@ -164,4 +171,113 @@ def remove_hidden_tests(cell: NotebookNode) -> None:
     Its region remover is private, and it is the one place that knows nbgrader's delimiters
     (c.ClearHiddenTests.begin_test_delimeter and end_test_delimeter, spelled so).
     """
+    from nbgrader.preprocessors import ClearHiddenTests
+
     ClearHiddenTests(enforce_metadata=False)._remove_hidden_test_region(cell)
+
+
+class HookedKernelManager(AsyncKernelManager):
+    """jupyter_client's AsyncKernelManager, with public hooks where its private steps run.
+
+    Starting a kernel runs `_async_pre_start_kernel` (the command and connection file), then
+    `_async_launch_kernel` (the process, through the kernel provisioner); stopping it runs
+    `_async_kill_kernel` and `_async_cleanup_resources`. AsyncKernelManager binds its public
+    names (`pre_start_kernel`, `cleanup_resources`, ...) to KernelManager's functions rather
+    than to these, so they are bound again here: nbclient calls the public names.
+    """
+
+    async def before_start(self) -> None:
+        """Set up what the kernel's command needs (transport, connection file): first step."""
+
+    async def launch(self, kernel_cmd: list[str], **kw: Any) -> None:
+        """Start the kernel process; wrap the command and call start_process to change how."""
+        await self.start_process(kernel_cmd, **kw)
+
+    def start_failed(self) -> None:
+        """Undo before_start and launch after either raised: nbclient cleans up nothing then."""
+
+    async def after_kill(self, restart: bool) -> None:
+        """Called once jupyter_client has killed the kernel process."""
+
+    async def after_cleanup(self, restart: bool) -> None:
+        """Called once jupyter_client has removed the connection file and sockets."""
+
+    async def start_process(self, kernel_cmd: list[str], **kw: Any) -> None:
+        """jupyter_client's own launch of kernel_cmd."""
+        await super()._async_launch_kernel(kernel_cmd, **kw)
+
+    def process_group(self) -> int | None:
+        """The kernel process's group (the local provisioner makes it lead its own)."""
+        return getattr(self.provisioner, "pgid", None)
+
+    def process_running(self) -> bool:
+        """Whether the kernel process was started and not yet reaped (safe from any thread)."""
+        process = getattr(self.provisioner, "process", None)
+        return process is not None and process.returncode is None
+
+    async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
+        try:
+            await self.before_start()
+            return await super()._async_pre_start_kernel(**kw)
+        except BaseException:
+            self.start_failed()
+            raise
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        try:
+            await self.launch(kernel_cmd, **kw)
+        except BaseException:
+            self.start_failed()
+            raise
+
+    async def _async_kill_kernel(self, restart: bool = False) -> None:
+        await super()._async_kill_kernel(restart=restart)
+        await self.after_kill(restart)
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        await self.after_cleanup(restart)
+
+    pre_start_kernel = _async_pre_start_kernel
+    _launch_kernel = _async_launch_kernel
+    _kill_kernel = _async_kill_kernel
+    cleanup_resources = _async_cleanup_resources
+
+
+class InboundRecordHook:
+    """For nbgrader's ExchangeCollect: `unparsable_folder(path)` names a folder it cannot read.
+
+    ExchangeCollect turns each inbound folder's name (student+assignment+time) into a record
+    in its private `_path_to_record`, and a name without a valid time raises there.
+    """
+
+    def unparsable_folder(self, path: str) -> dict:
+        """The record of an inbound folder whose name nbgrader could not parse."""
+        raise NotImplementedError
+
+    def _path_to_record(self, path: str) -> dict:
+        try:
+            return super()._path_to_record(path)  # type: ignore[misc]
+        except Exception:  # noqa: BLE001 - dateutil raises assorted errors for a bad name
+            return self.unparsable_folder(path)
+
+
+class SolutionStubHook:
+    """For nbgrader's ClearSolutions: `stub_for(cell, stub)` chooses each cell's code stub.
+
+    ClearSolutions reads `code_stub[language]` inside its private `_replace_solution_region`,
+    once per solution cell, so the stub is swapped in for that call only.
+    """
+
+    def stub_for(self, cell: NotebookNode, stub: str) -> str:
+        """The stub that replaces this cell's solution (default: the configured one)."""
+        return stub
+
+    def _replace_solution_region(self, cell: NotebookNode, language: str) -> bool:
+        configured = self.code_stub  # type: ignore[attr-defined]
+        chosen = self.stub_for(cell, configured.get(language, ""))
+        self.code_stub = {**configured, language: chosen}
+        try:
+            return super()._replace_solution_region(cell, language)  # type: ignore[misc]
+        finally:
+            self.code_stub = configured

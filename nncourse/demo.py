@@ -12,14 +12,14 @@ from traitlets.config import Config
 
 from nncourse import course_config, submissions, workflow
 from nncourse.build import build
+from nncourse.course import MISTAKES
 
 ASSIGNMENT = "simple_nn"
-MISTAKES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "mistakes"
 # One fixed submission time: a rerun of the demo then finds every submission unchanged.
 SUBMITTED_AT = datetime.datetime(2026, 11, 20, 17, 0, tzinfo=datetime.UTC)
 
 # Who is in the example class and what each handed in: "correct", "blank", the name of a
-# mistake of tests/fixtures/mistakes/, or a broken file. Nothing is random, so every run of
+# mistake of nncourse/course/mistakes/, or a broken file. Nothing is random, so every run of
 # the demo shows the same class.
 EXAMPLE_CLASS: dict[str, str] = {
     "ada": "correct",

@@ -22,6 +22,7 @@ from pathlib import Path
 from nbgrader.exchange.default.collect import ExchangeCollect
 from nbgrader.utils import parse_utc
 
+from nncourse import compat
 from nncourse.files import Folder, Refused, course_folder
 from nncourse.limits import GradingLimits, setting
 
@@ -86,21 +87,17 @@ def read_refusals(folder: Folder) -> dict[str, str]:
     return {str(k): str(v) for k, v in refused.items()} if isinstance(refused, dict) else {}
 
 
-class SafeCollect(ExchangeCollect):
+class SafeCollect(compat.InboundRecordHook, ExchangeCollect):
     """nbgrader's collect that copies only regular files and survives a garbled timestamp."""
 
-    def _path_to_record(self, path: str) -> dict:
-        """nbgrader's record of an inbound folder; a name without a valid time sorts oldest."""
-        try:
-            return super()._path_to_record(path)
-        except Exception:  # noqa: BLE001 - dateutil raises assorted errors for a bad name
-            username = os.path.basename(path).split("+", 1)[0]
-            self.log.warning("Inbound folder %s has no valid time in its name", path)
-            return {
-                "username": username,
-                "filename": os.path.basename(path),
-                "timestamp": datetime.datetime.min,
-            }
+    def unparsable_folder(self, path: str) -> dict:
+        """An inbound folder's name without a valid time: its submission sorts oldest."""
+        self.log.warning("Inbound folder %s has no valid time in its name", path)
+        return {
+            "username": os.path.basename(path).split("+", 1)[0],
+            "filename": os.path.basename(path),
+            "timestamp": datetime.datetime.min,
+        }
 
     def copy_files(self) -> None:
         """Collect each student's latest submission, as nbgrader does, reading nothing unsafely."""

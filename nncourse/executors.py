@@ -24,7 +24,8 @@ from typing import Any, Protocol
 from traitlets import Unicode
 from traitlets.config import Config, Configurable
 
-from nncourse import calls, checks, compat, crashpoints, durable, execute
+from nncourse import calls, compat, crashpoints, durable, execute
+from nncourse.course import checks
 from nncourse.results import AssignmentFiles, Outcome, Status, Task
 from nncourse.sandbox import SandboxedKernelManager, SandboxUnavailable, check_sandbox
 
@@ -288,7 +289,8 @@ def package_digest() -> str:
     """A fingerprint of the installed nncourse: its code and reference solutions."""
     package = Path(__file__).parent
     digest = hashlib.sha256()
-    for path in sorted([*package.glob("*.py"), *package.glob("reference_solutions/*.json")]):
+    files = [*package.rglob("*.py"), *package.glob("course/reference_solutions/*.json")]
+    for path in sorted(files):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
     return digest.hexdigest()

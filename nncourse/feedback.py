@@ -22,7 +22,7 @@ from nbgrader.preprocessors import NbGraderPreprocessor
 from traitlets.config import Config
 
 from nncourse import compat, crashpoints, executors, record
-from nncourse.checks import DETAILS_MARK
+from nncourse.comparisons import DETAILS_MARK
 from nncourse.results import Status, StudentResult
 
 log = logging.getLogger(__name__)

@@ -9,8 +9,10 @@ from typing import Any
 
 import numpy as np
 
+from nncourse.course import REFERENCE_SOLUTIONS
+
 # Read by the grader only; grading kernels never see this package (nncourse/sandbox.py).
-EXPORT_DIR = Path(__file__).with_name("reference_solutions")
+EXPORT_DIR = REFERENCE_SOLUTIONS
 COURSE_ROOT = Path(__file__).resolve().parent.parent
 
 

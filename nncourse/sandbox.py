@@ -40,10 +40,10 @@ from pathlib import Path
 from typing import Any
 
 from jupyter_client.kernelspec import KernelSpec
-from jupyter_client.manager import AsyncKernelManager
 from nbclient.exceptions import DeadKernelError
 from traitlets import Bool, Dict, Float, Integer, List, Unicode, default
 
+from nncourse.compat import HookedKernelManager
 from nncourse.limits import LimitedKernelClient
 
 # SandboxedExecute is made on first access (module __getattr__ at the end).
@@ -449,7 +449,7 @@ class _Mounts:
 # --------------------------------------------------------------------------------------------
 
 
-class SandboxedKernelManager(AsyncKernelManager):
+class SandboxedKernelManager(HookedKernelManager):
     """An AsyncKernelManager that runs the kernel in a bubblewrap sandbox with limits."""
 
     enabled = Bool(
@@ -610,7 +610,7 @@ class SandboxedKernelManager(AsyncKernelManager):
 
     # -- start ------------------------------------------------------------------------------------
 
-    async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
+    async def before_start(self) -> None:
         """Check bwrap and put the connection file and sockets in a private runtime folder."""
         if not self.enabled:
             log.warning(
@@ -618,7 +618,7 @@ class SandboxedKernelManager(AsyncKernelManager):
                 "code runs unsandboxed as uid %d.",
                 os.getuid(),
             )
-            return await super()._async_pre_start_kernel(**kw)
+            return
         self._preflight()
         self.transport = "ipc"
         if self._rundir is None:  # a restart keeps the folder and its socket paths
@@ -628,25 +628,15 @@ class SandboxedKernelManager(AsyncKernelManager):
             self.connection_file = str(self._rundir / "kernel.json")
             self.ip = str(self._rundir / "zmq")
             self._seed_matplotlib_cache(self._rundir / "matplotlib")
-        try:
-            return await super()._async_pre_start_kernel(**kw)
-        except BaseException:
-            # nbclient does not clean up after a failed start: do not leave the folder behind.
-            self._release_sandbox(keep_rundir=False)
-            raise
 
-    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+    async def launch(self, kernel_cmd: list[str], **kw: Any) -> None:
         """Launch the kernel command inside bwrap, in a fresh cgroup, with rlimits."""
         if not self.enabled:
-            await super()._async_launch_kernel(kernel_cmd, **kw)
+            await self.start_process(kernel_cmd, **kw)
             # The wall-clock limit holds unsandboxed too: the kernel leads its own group.
-            self._sandbox_pgid = getattr(self.provisioner, "pgid", None)
+            self._sandbox_pgid = self.process_group()
         else:
-            try:
-                await self._launch_sandboxed(kernel_cmd, **kw)
-            except BaseException:
-                self._release_sandbox(keep_rundir=False)
-                raise
+            await self._launch_sandboxed(kernel_cmd, **kw)
             if self.max_files and self.workdir_size and kw.get("cwd"):
                 threading.Thread(
                     target=self._watch_files, args=(os.path.abspath(kw["cwd"]),), daemon=True
@@ -655,6 +645,10 @@ class SandboxedKernelManager(AsyncKernelManager):
             self._watchdog = threading.Timer(self.time_limit, self._on_time_limit)
             self._watchdog.daemon = True
             self._watchdog.start()
+
+    def start_failed(self) -> None:
+        """Leave no runtime folder or cgroup behind a kernel that did not start."""
+        self._release_sandbox(keep_rundir=False)
 
     async def _launch_sandboxed(self, kernel_cmd: list[str], **kw: Any) -> None:
         """Create the cgroup and start launcher, bwrap and kernel."""
@@ -677,28 +671,19 @@ class SandboxedKernelManager(AsyncKernelManager):
         kw["env"] = self._kernel_env(dict(kw.get("env") or os.environ))
         command = self._launcher_command(self.sandbox_command(kernel_cmd, workdir))
         self.log.debug("Starting sandboxed kernel: %s", command)
-        await super()._async_launch_kernel(command, **kw)
-        self._sandbox_pgid = getattr(self.provisioner, "pgid", None)
+        await self.start_process(command, **kw)
+        self._sandbox_pgid = self.process_group()
 
     # -- stop -------------------------------------------------------------------------------------
 
-    async def _async_kill_kernel(self, restart: bool = False) -> None:
-        """Kill bwrap (its PID namespace dies with it) and anything left in the cgroup."""
-        await super()._async_kill_kernel(restart=restart)
+    async def after_kill(self, restart: bool) -> None:
+        """bwrap is killed (its PID namespace dies with it): kill what is left in the cgroup."""
         if self._cgroup is not None:
             self._cgroup.kill()
 
-    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+    async def after_cleanup(self, restart: bool) -> None:
         """Remove the cgroup, the watchdog and (unless restarting) the runtime folder."""
-        await super()._async_cleanup_resources(restart=restart)
         self._release_sandbox(keep_rundir=restart)
-
-    # AsyncKernelManager binds its public names to KernelManager's functions, not to the
-    # overridable ones: rebind them so that our versions run (nbclient calls these).
-    pre_start_kernel = _async_pre_start_kernel
-    _launch_kernel = _async_launch_kernel
-    _kill_kernel = _async_kill_kernel
-    cleanup_resources = _async_cleanup_resources
 
     def _release_sandbox(self, keep_rundir: bool) -> None:
         """Undo what starting the sandbox set up; safe to call more than once."""
@@ -726,9 +711,8 @@ class SandboxedKernelManager(AsyncKernelManager):
     def _kill_sandbox(self) -> None:
         """SIGKILL the kernel's process group and everything in its cgroup (any thread)."""
         # Read once: the event loop thread may be cleaning up at the same time.
-        process = getattr(self.provisioner, "process", None)
         pgid, cgroup = self._sandbox_pgid, self._cgroup
-        if pgid and process is not None and process.returncode is None:  # not yet reaped
+        if pgid and self.process_running():  # a reaped group's id may belong to another
             with contextlib.suppress(OSError):
                 os.killpg(pgid, signal.SIGKILL)
         if cgroup is not None:

@@ -9,7 +9,10 @@ the function whose body the region is (the nearest ``def`` above it).
 
 import re
 
+from nbformat.notebooknode import NotebookNode
 from nbgrader.preprocessors import ClearSolutions
+
+from nncourse import compat
 
 _DEF_RE = re.compile(r"^\s*def\s+([A-Za-z_]\w*)\s*\(", re.MULTILINE)
 _GENERIC_RAISE = "raise NotImplementedError()"
@@ -22,19 +25,12 @@ def function_name(source: str, delimiter: str) -> str | None:
     return names[-1] if names else None
 
 
-class NamedStubs(ClearSolutions):
+class NamedStubs(compat.SolutionStubHook, ClearSolutions):
     """ClearSolutions, with the Python stub's ``NotImplementedError`` naming its function."""
 
-    def _replace_solution_region(self, cell, language):
+    def stub_for(self, cell: NotebookNode, stub: str) -> str:
+        """The configured stub, its bare raise naming the function the cell defines."""
         name = function_name(cell.source, self.begin_solution_delimeter)
-        generic = self.code_stub
-        stub = generic.get(language, "")
-        if cell.cell_type != "code" or name is None or _GENERIC_RAISE not in stub:
-            return super()._replace_solution_region(cell, language)
-        named = f'raise NotImplementedError("implement {name}")'
-        # The parent reads the stub from the trait: swap in the named one for this cell only.
-        self.code_stub = {**generic, language: stub.replace(_GENERIC_RAISE, named)}
-        try:
-            return super()._replace_solution_region(cell, language)
-        finally:
-            self.code_stub = generic
+        if cell.cell_type != "code" or name is None:
+            return stub
+        return stub.replace(_GENERIC_RAISE, f'raise NotImplementedError("implement {name}")')

@@ -2,7 +2,7 @@
 
 A submission is the release notebook (what students receive) with some of its solution cells
 filled in. ``correct_cells`` gives the reference code of every solution cell, ``parse_fixture``
-reads one student's cell from ``tests/fixtures/mistakes/``, ``fill`` puts cells into a copy of
+reads one student's cell from ``nncourse/course/mistakes/``, ``fill`` puts cells into a copy of
 the release notebook, and ``write_submission`` lays it out where ``nbgrader autograde`` looks.
 
 A fixture file is the code a student typed into one solution cell, under a header of comment

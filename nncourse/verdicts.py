@@ -21,7 +21,8 @@ from nbformat.notebooknode import NotebookNode
 from nbformat.v4 import new_output
 from nbgrader import utils
 
-from nncourse import calls, checks, compat
+from nncourse import calls, compat
+from nncourse.course import checks
 from nncourse.sandbox import SandboxedExecute
 
 FAILED = "HiddenTestFailure"
@@ -136,7 +137,8 @@ class GradedExecute(SandboxedExecute):
         """Have the kernel make the calls of this grade cell's check, and judge them here."""
         if grade_id not in checks.CHECKS:
             return calls.Verdict(
-                False, f"no check decides the grade cell {grade_id!r} (nncourse/checks.py CHECKS)"
+                False,
+                f"no check decides the grade cell {grade_id!r} (nncourse/course/checks.py CHECKS)",
             )
         planned = calls.plan(grade_id)
         if planned.function_id in self.exposed:

@@ -9,7 +9,7 @@ from pathlib import Path
 COURSE_ROOT = Path(__file__).resolve().parents[1]
 # Folders the build writes to: source/ too (it normalises notebooks and writes figures),
 # and nncourse.references.export() writes the reference solutions into the package.
-GENERATED_DIRS = ("source", "release", "solutions", "nncourse/reference_solutions")
+GENERATED_DIRS = ("source", "release", "solutions", "nncourse/course/reference_solutions")
 # Editor and interpreter droppings are nobody's output; never copy or compare them.
 IGNORED_PATTERNS = ("__pycache__", ".ipynb_checkpoints", "*.pyc")
 

@@ -243,7 +243,11 @@ EXTRA_FILES = {
     # name -> files beside a notebook that loses relu_derivative; each is flagged
     "submits_numpy_py": {"numpy.py": "allclose = lambda *a, **k: True\nprint('HIJACK')\n"},
     "submits_kernel_launcher": {"ipykernel_launcher.py": "print('HIJACK')\n"},
-    "submits_grading_package": {"nncourse/__init__.py": "", "nncourse/checks.py": "print(1)\n"},
+    "submits_grading_package": {
+        "nncourse/__init__.py": "",
+        "nncourse/course/__init__.py": "",
+        "nncourse/course/checks.py": "print(1)\n",
+    },
 }
 FILE_CASES = {
     "alice": Expect("graded", 30),

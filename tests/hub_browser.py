@@ -38,6 +38,8 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+
+
 def browser_missing() -> str | None:
     """Why Chromium cannot be driven here, or None."""
     if not os.access(CHROMIUM, os.X_OK):

@@ -14,7 +14,8 @@ import nbformat
 import numpy as np
 import pytest
 
-from nncourse import calls, checks, in_kernel, references, standins
+from nncourse import calls, comparisons, in_kernel, references, standins
+from nncourse.course import checks
 
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE = ROOT / "source" / "simple_nn" / "simple_neural_network.ipynb"
@@ -81,7 +82,7 @@ def test_a_named_mistake_is_judged_outside_the_kernel():
     user["relu"] = lambda x, deriv=False: (x >= 0) * 1.0 if deriv else np.maximum(0, x)
     verdict = calls.judge(calls.plan("relu_derivative"), answer("relu_derivative", user))
     assert not verdict.passed
-    assert "relu'(0) = 0" in verdict.message.split(checks.DETAILS_MARK)[0]
+    assert "relu'(0) = 0" in verdict.message.split(comparisons.DETAILS_MARK)[0]
 
 
 def test_changing_the_input_in_place_is_seen_through_the_replay():

@@ -201,3 +201,128 @@ def test_remove_hidden_tests_keeps_the_visible_part_as_nbgrader_does():
     cell = nbformat.v4.new_code_cell(visible + hidden)
     compat.remove_hidden_tests(cell)
     assert cell.source == visible
+
+
+class _Recorder(compat.HookedKernelManager):
+    """A kernel manager that notes which hook ran, and can make its launch fail."""
+
+    fail_launch = False
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(kernel_name="python3", **kwargs)
+        self.calls: list[str] = []
+
+    async def before_start(self) -> None:
+        self.calls.append("before_start")
+
+    async def launch(self, kernel_cmd, **kw) -> None:
+        self.calls.append("launch")
+        if self.fail_launch:
+            raise FileNotFoundError("no such kernel")
+        await self.start_process(kernel_cmd, **kw)
+        self.calls.append(f"group={self.process_group() is not None}")
+        self.calls.append(f"running={self.process_running()}")
+
+    def start_failed(self) -> None:
+        self.calls.append("start_failed")
+
+    async def after_kill(self, restart: bool) -> None:
+        self.calls.append(f"after_kill running={self.process_running()}")
+
+    async def after_cleanup(self, restart: bool) -> None:
+        self.calls.append("after_cleanup")
+
+
+@pytest.mark.kernels
+def test_a_kernel_runs_every_hook_in_order_through_the_public_names():
+    """nbclient starts with start_kernel and stops with shutdown_kernel(now=True)."""
+    import asyncio
+
+    async def life() -> list[str]:
+        manager = _Recorder()
+        await manager.start_kernel()
+        await manager.shutdown_kernel(now=True)
+        await manager.cleanup_resources()  # the public name reaches the hook too
+        return manager.calls
+
+    assert asyncio.run(life()) == [
+        "before_start",
+        "launch",
+        "group=True",
+        "running=True",
+        "after_kill running=False",
+        "after_cleanup",
+        "after_cleanup",
+    ]
+
+
+def test_a_failed_launch_calls_start_failed_and_raises():
+    import asyncio
+
+    manager = _Recorder()
+    manager.fail_launch = True
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(manager.start_kernel())
+    assert manager.calls == ["before_start", "launch", "start_failed"]
+
+
+def test_jupyter_client_binds_the_public_names_past_the_overridable_steps():
+    """Why HookedKernelManager binds them again: AsyncKernelManager's skip subclasses."""
+    from jupyter_client.manager import AsyncKernelManager, KernelManager
+
+    assert AsyncKernelManager.pre_start_kernel is KernelManager._async_pre_start_kernel
+    assert AsyncKernelManager.cleanup_resources is KernelManager._async_cleanup_resources
+    assert compat.HookedKernelManager.cleanup_resources is not (
+        AsyncKernelManager.cleanup_resources
+    )
+
+
+def test_collect_records_inbound_folders_through_the_hook(tmp_path):
+    """ExchangeCollect.init_src records inbound folders through the hook; a bad time is oldest."""
+    import datetime
+
+    from nbgrader.exchange.default.collect import ExchangeCollect
+
+    class Collect(compat.InboundRecordHook, ExchangeCollect):
+        def unparsable_folder(self, path: str) -> dict:
+            name = Path(path).name
+            return {
+                "username": name.split("+")[0],
+                "filename": name,
+                "timestamp": datetime.datetime.min,
+            }
+
+    inbound = tmp_path / "exchange" / "c" / "inbound"
+    for name in ["ann+a+2026-12-01 10:00:00.000000 UTC+k1", "ann+a+garbled+k2", "bob+a+garbled+k3"]:
+        (inbound / name).mkdir(parents=True)
+    coursedir = CourseDirectory(
+        root=str(tmp_path), course_id="c", assignment_id="a", db_url=f"sqlite:///{tmp_path}/gb.db"
+    )
+    collect = Collect(coursedir=coursedir, root=str(tmp_path / "exchange"))
+    collect.init_src()
+    assert sorted(r["filename"] for r in collect.src_records) == [
+        "ann+a+2026-12-01 10:00:00.000000 UTC+k1",
+        "bob+a+garbled+k3",
+    ]
+
+
+def test_clear_solutions_takes_each_cells_stub_from_the_hook():
+    from nbgrader.preprocessors import ClearSolutions
+
+    class Stubs(compat.SolutionStubHook, ClearSolutions):
+        def stub_for(self, cell, stub: str) -> str:
+            return stub.replace("raise NotImplementedError()", f"pass  # cell {cell.metadata.n}")
+
+    cells = []
+    for n in (1, 2):
+        cell = nbformat.v4.new_code_cell("x = 1\n### BEGIN SOLUTION\nx = 2\n### END SOLUTION\n")
+        cell.metadata.n = n
+        cell.metadata.nbgrader = {"solution": True, "grade": False, "grade_id": f"s{n}"}
+        cells.append(cell)
+    nb = nbformat.v4.new_notebook(cells=cells)
+    nb.metadata.kernelspec = {"name": "python3", "language": "python"}
+    stubs = Stubs()
+    configured = dict(stubs.code_stub)
+    stubs.preprocess(nb, {})
+    assert [c.source.splitlines()[-1] for c in nb.cells] == ["pass  # cell 1", "pass  # cell 2"]
+    assert stubs.code_stub == configured

@@ -33,7 +33,7 @@ def _nncourse(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_the_demo_ends_well_and_grading_alone_still_says_attention(tmp_path: Path) -> None:
     """The demo exits 0 after listing who needs attention; `nncourse grade` keeps exit 3."""
-    copy_course(tmp_path, extra=("tests/fixtures/mistakes",))
+    copy_course(tmp_path)
     demo = _nncourse(tmp_path, "demo")
     output = demo.stdout + demo.stderr
     assert demo.returncode == 0, output[-3000:]

@@ -32,12 +32,13 @@ import pytest
 from nbgrader.api import Gradebook, MissingEntry
 
 from nncourse import submissions
+from nncourse.course import MISTAKES
 
 ROOT = Path(__file__).resolve().parent.parent
 COURSE_ID = "nn-fundamentals"
 ASSIGNMENT = "simple_nn"
 NOTEBOOK = "simple_neural_network"
-MISTAKE = ROOT / "tests" / "fixtures" / "mistakes" / "fails_backprop_one_hidden_sums_gradients.py"
+MISTAKE = MISTAKES / "fails_backprop_one_hidden_sums_gradients.py"
 NBGRADER = str(ha.VENV_BIN / "nbgrader")
 NNCOURSE = str(ha.VENV_BIN / "nncourse")
 PYTHON = str(ha.VENV_BIN / "python")

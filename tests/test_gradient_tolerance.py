@@ -13,16 +13,16 @@ import contextlib
 import copy
 import io
 import re
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
 from nncourse import notebooks, references, submissions
+from nncourse.course import MISTAKES
 
 SOURCE = references.COURSE_ROOT / "source" / "simple_nn" / "simple_neural_network.ipynb"
-FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "mistakes"
+FIXTURES_DIR = MISTAKES
 #: What the text says correct code gives at most, and a bug at least.
 CORRECT_AT_MOST, BUG_AT_LEAST = 3e-7, 1e-3
 #: The checks of the visible tests: (layer sizes, activations, cost) for either backprop.

@@ -6,7 +6,7 @@ One session-wide run (the ``graded`` fixture) builds a course in a tmp dir, runs
 own SQLite gradebook, since nbgrader has no parallel autograde). The tests then read each
 grade cell's points from the gradebooks and the messages from the autograded notebooks.
 
-Each file of ``tests/fixtures/mistakes/`` is one student's code for one solution cell (see
+Each file of ``nncourse/course/mistakes/`` is one student's code for one solution cell (see
 ``nncourse.submissions``): it must score 0 in exactly the grade cells its header lists under
 ``loses`` and full points everywhere else, so a mistake costs points once ("no double
 jeopardy"), and the texts under ``shows`` must appear in the named cells' output.
@@ -31,12 +31,13 @@ from typing import Any
 import nbformat
 import pytest
 
-from nncourse import checks, references, submissions
+from nncourse import references, submissions
+from nncourse.course import MISTAKES, checks
 
 ASSIGNMENT = "simple_nn"
 ROOT = Path(__file__).resolve().parents[1]
 SOURCE_NOTEBOOK = ROOT / "source" / ASSIGNMENT / "simple_neural_network.ipynb"
-FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "mistakes"
+FIXTURES_DIR = MISTAKES
 # The nbgrader of the interpreter running the tests (.venv/bin/nbgrader under `make test`).
 BIN = Path(sys.executable).parent
 NBGRADER = str(BIN / "nbgrader")
@@ -110,7 +111,7 @@ MIXED_FIXTURES = (
 )
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
-# Feedback shows a hidden test's message only up to this mark (see nncourse.checks).
+# Feedback shows a hidden test's message only up to this mark (see nncourse.comparisons).
 DETAILS_MARK = getattr(checks, "DETAILS_MARK", "[details for the instructor]")
 
 
@@ -415,7 +416,7 @@ def test_reference_cells_match_the_master_notebook() -> None:
         for cell in references.solution_cells(nb)
     }
     assert submissions.correct_cells(ASSIGNMENT) == current, (
-        "nncourse/reference_solutions/simple_nn.json is stale: re-export it from the notebook"
+        "nncourse/course/reference_solutions/simple_nn.json is stale: re-export it (nncourse build)"
     )
     for source in current.values():
         assert "SOLUTION" not in source

@@ -198,7 +198,7 @@ def test_the_install_keeps_the_answers_with_the_grader(deployment):
     assert not [p.name for p in site.iterdir() if "nncourse" in p.name]
     assert not list(student_env.rglob("simple_neural_network*"))
     # nncourse build writes only under the course root (editable install from it).
-    exported = d["course"] / "nncourse" / "reference_solutions" / f"{ASSIGNMENT}.json"
+    exported = d["course"] / "nncourse" / "course" / "reference_solutions" / f"{ASSIGNMENT}.json"
     before = exported.stat().st_mtime_ns if exported.exists() else None
     _as_grader(d, "nncourse", "build")
     assert exported.stat().st_mtime_ns != before

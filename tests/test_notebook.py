@@ -176,7 +176,10 @@ def test_reference_run_converges(runs, run):
 
 def test_width_sweep_runs_converge(runs):
     assert {width: _converged(run) for width, run in runs["width_sweep"].items()} == {
-        "1": True, "2": True, "3": True, "8": True
+        "1": True,
+        "2": True,
+        "3": True,
+        "8": True,
     }
 
 

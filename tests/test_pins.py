@@ -37,11 +37,25 @@ def test_the_pins_resolve_on_debian_12_python_to_exactly_themselves(tmp_path: Pa
     """pip resolves the pins for Python 3.11.2 and needs no package that is not pinned."""
     report = tmp_path / "report.json"
     result = subprocess.run(
-        [sys.executable, "-m", "pip", "install", "--dry-run", "--ignore-installed",
-         "--only-binary=:all:", f"--python-version={DEBIAN_12_PYTHON}",
-         "--target", str(tmp_path / "target"), "--report", str(report),
-         "-r", str(ROOT / "requirements.txt")],
-        capture_output=True, text=True, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--dry-run",
+            "--ignore-installed",
+            "--only-binary=:all:",
+            f"--python-version={DEBIAN_12_PYTHON}",
+            "--target",
+            str(tmp_path / "target"),
+            "--report",
+            str(report),
+            "-r",
+            str(ROOT / "requirements.txt"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
     )
     assert result.returncode == 0, (
         f"pins do not install on Python {DEBIAN_12_PYTHON}:\n{result.stderr[-3000:]}"

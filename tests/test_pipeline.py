@@ -17,10 +17,10 @@ from nbgrader.api import Gradebook
 from pg_server import postgres_server
 
 from nncourse import export, grade, notebooks, record, submissions, workflow
-from nncourse.checks import DETAILS_MARK
+from nncourse.comparisons import DETAILS_MARK
+from nncourse.course import MISTAKES
 
 ROOT = Path(__file__).resolve().parent.parent
-MISTAKES = ROOT / "tests" / "fixtures" / "mistakes"
 ASSIGNMENT = "simple_nn"
 #: The master's grade cells, and the points autograding can award (a person scores the rest).
 GRADE_CELLS = [

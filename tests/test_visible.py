@@ -1,6 +1,6 @@
 """The visible tests as a student sees them, for every wrong (and right) solution we know of.
 
-Each fixture of ``tests/fixtures/mistakes/`` says in its header which visible test fails first
+Each fixture of ``nncourse/course/mistakes/`` says in its header which visible test fails first
 for that student and how its message starts (``# visible: <grade id>: <text>``), or that none
 fails (``# visible: none``). Here every fixture's code replaces its cell in the generated
 solutions notebook, which holds the visible tests only, and the notebook runs in a real kernel
@@ -19,8 +19,9 @@ import pytest
 from jupyter_client.manager import start_new_kernel
 
 from nncourse import notebooks, references, submissions
+from nncourse.course import MISTAKES
 
-FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "mistakes"
+FIXTURES_DIR = MISTAKES
 FIXTURES = submissions.load_fixtures(FIXTURES_DIR)
 SOLUTIONS = references.COURSE_ROOT / "solutions" / "simple_nn" / "simple_neural_network.ipynb"
 #: A cell that trains or plots with the students' functions waits for them with needs(...).

@@ -2,6 +2,7 @@
 
 They run in the grader only, never in a student's kernel: nncourse/calls.py records the calls
 a check makes, has the kernel make them on the student's function and replays the results here.
+How values are compared and failures worded is nncourse/comparisons.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,18 @@ from typing import Any
 import numpy as np
 
 from nncourse import references
+from nncourse.comparisons import (
+    Array,
+    HiddenTestFailure,
+    as_array,
+    as_number,
+    call,
+    close,
+    mismatch,
+    numerical_gradient,
+    show,
+    unpack,
+)
 from nncourse.in_kernel import quiet
 
 ASSIGNMENT = "simple_nn"
@@ -38,18 +51,6 @@ DEPENDENCIES: dict[str, tuple[str, ...]] = {
     "init_params": (),
 }
 
-Array = np.ndarray
-# Feedback for students shows a hidden test's message only up to this mark: what follows
-# holds the values on hidden inputs, which are for the instructor.
-DETAILS_MARK = "[details for the instructor]"
-
-
-class HiddenTestFailure(AssertionError):
-    """A hidden test failed: what was checked, the likely mistake, then values for instructors."""
-
-    def __init__(self, summary: str, details: str = "") -> None:
-        super().__init__(summary + (f"\n{DETAILS_MARK} {details}" if details else ""))
-
 
 def notebook_name(function_id: str) -> str:
     """The name a solution cell's function has in the notebook (both backprops are `backprop`)."""
@@ -59,92 +60,6 @@ def notebook_name(function_id: str) -> str:
 def reference(function_id: str, name: str | None = None) -> Any:
     """Return the reference function `name` as the notebook defines it at the cell `function_id`."""
     return references.namespace(ASSIGNMENT, function_id)[name or notebook_name(function_id)]
-
-
-# ---------------------------------------------------------------------------------------------
-# Plumbing shared by the checks
-
-
-def _call(label: str, function: Callable[..., Any], *args: Any) -> Any:
-    """Call student code quietly; turn its exceptions into a failure that says which call raised."""
-    with quiet():
-        try:
-            return function(*args)
-        except Exception as error:  # noqa: BLE001 - any error of student code is a failed check
-            raise HiddenTestFailure(f"{label} raised {type(error).__name__}: {error}") from None
-
-
-def _array(label: str, value: Any, shape: tuple[int, ...]) -> Array:
-    """Return value as a float array of the given shape, or fail saying what came back."""
-    try:
-        result = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        raise HiddenTestFailure(f"{label} should be numbers, got {type(value).__name__}") from None
-    if result.shape != tuple(shape):
-        raise HiddenTestFailure(f"{label} should have shape {tuple(shape)}, got {result.shape}")
-    return result
-
-
-def _number(label: str, value: Any) -> float:
-    """Return value as one float, or fail: costs are a single number."""
-    try:
-        result = np.asarray(value, dtype=float)
-    except (TypeError, ValueError):
-        raise HiddenTestFailure(f"{label} should be a number, got {type(value).__name__}") from None
-    if result.size != 1:
-        raise HiddenTestFailure(
-            f"{label} should be a single number (the mean over the examples), "
-            f"got an array of shape {result.shape}"
-        )
-    return float(result.reshape(()))
-
-
-def _unpack(label: str, result: Any, count: int) -> tuple[Any, ...]:
-    """Check that a function returned `count` values and return them."""
-    if not isinstance(result, (tuple, list)) or len(result) != count:
-        got = (
-            f"{len(result)} values" if isinstance(result, (tuple, list)) else type(result).__name__
-        )
-        raise HiddenTestFailure(f"{label} should return {count} values, got {got}")
-    return tuple(result)
-
-
-def _close(got: Any, want: Any, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
-    """Whether two arrays have the same shape and values within tolerance."""
-    got, want = np.asarray(got, dtype=float), np.asarray(want, dtype=float)
-    return got.shape == want.shape and bool(np.allclose(got, want, rtol=rtol, atol=atol))
-
-
-def _show(value: Any) -> str:
-    """Format an array briefly for a failure message."""
-    return np.array2string(np.asarray(value, dtype=float), precision=4, threshold=8, edgeitems=2)
-
-
-def _mismatch(
-    label: str, got: Any, want: Any, hint: str | None = None, given: Any = None
-) -> HiddenTestFailure:
-    """The failure for a wrong value: what was checked and why, then the values after the mark."""
-    summary = f"{label}: wrong values" + (f". {hint}" if hint else "")
-    inputs = "" if given is None else f"for input {_show(given)}: "
-    return HiddenTestFailure(summary, f"{inputs}expected {_show(want)}, got {_show(got)}")
-
-
-def _numerical_gradient(cost: Callable[[], float], params: Sequence[Array]) -> list[Array]:
-    """Central differences of cost() for every entry of params (changed in place, then restored)."""
-    eps = 1e-6
-    grads = []
-    for param in params:
-        grad = np.zeros_like(param)
-        for index in np.ndindex(param.shape):
-            kept = param[index]
-            param[index] = kept + eps
-            up = cost()
-            param[index] = kept - eps
-            down = cost()
-            param[index] = kept
-            grad[index] = (up - down) / (2 * eps)
-        grads.append(grad)
-    return grads
 
 
 # ---------------------------------------------------------------------------------------------
@@ -166,18 +81,18 @@ def activation_values(function: Callable[..., Any], name: str) -> None:
     ref = reference(name)
     for x in _activation_inputs():
         given = x.copy()
-        got = _array(
-            f"{name}(x) for x of shape {x.shape}", _call(f"{name}(x)", function, given), x.shape
+        got = as_array(
+            f"{name}(x) for x of shape {x.shape}", call(f"{name}(x)", function, given), x.shape
         )
         if not np.array_equal(given, x):
             raise HiddenTestFailure(
                 f"{name}(x) changed its input array x: compute a new array instead"
             )
-        if not _close(got, ref(x)):
+        if not close(got, ref(x)):
             hint = None
-            if name == "logistic" and _close(got, 1 / (1 + np.exp(x))):
+            if name == "logistic" and close(got, 1 / (1 + np.exp(x))):
                 hint = "That is 1 / (1 + e^x): check the sign of the exponent"
-            raise _mismatch(f"{name}(x) for x of shape {x.shape}", got, ref(x), hint, given=x)
+            raise mismatch(f"{name}(x) for x of shape {x.shape}", got, ref(x), hint, given=x)
 
 
 # Derivatives written in terms of the activation s, which students then apply to x itself.
@@ -192,27 +107,27 @@ def activation_derivative(function: Callable[..., Any], name: str) -> None:
     ref = reference(name)
     for x in _activation_inputs():
         label = f"{name}(x, deriv=True) for x of shape {x.shape}"
-        got = _array(label, _call(label, function, x.copy(), True), x.shape)
+        got = as_array(label, call(label, function, x.copy(), True), x.shape)
         want = ref(x, True)
-        if _close(got, want):
+        if close(got, want):
             continue
-        if _close(got, ref(ref(x), True)):
+        if close(got, ref(ref(x), True)):
             hint = (
                 f"You evaluated the derivative at the activation {name}(x) instead of at x: "
                 "the derivative takes the pre-activation"
             )
-        elif _close(got, ref(x)):
+        elif close(got, ref(x)):
             hint = "deriv=True returned the function's value, not its derivative"
-        elif name in OUTPUT_FORMULAS and _close(got, OUTPUT_FORMULAS[name](x)):
+        elif name in OUTPUT_FORMULAS and close(got, OUTPUT_FORMULAS[name](x)):
             hint = (
                 "You applied the formula written in terms of the activation to x itself: "
                 f"deriv=True receives the pre-activation x, so compute {name}(x) first"
             )
-        elif name == "relu" and _close(got[x != 0], want[x != 0]):
+        elif name == "relu" and close(got[x != 0], want[x != 0]):
             hint = "By the course's convention, relu'(0) = 0"
         else:
             hint = None
-        raise _mismatch(label, got, want, hint, given=x)
+        raise mismatch(label, got, want, hint, given=x)
 
 
 def _cost_inputs() -> list[tuple[Array, Array]]:
@@ -231,7 +146,7 @@ def cost_value(function: Callable[..., Any], name: str) -> None:
     ref = reference(name)
     for y_preds, y in _cost_inputs():
         label = f"{name}(y_preds, y) for {len(y)} examples of shape {y.shape}"
-        got = _number(label, _call(label, function, y_preds.copy(), y.copy()))
+        got = as_number(label, call(label, function, y_preds.copy(), y.copy()))
         want = ref(y_preds, y)
         if np.isclose(got, want, rtol=1e-6):
             continue
@@ -241,7 +156,7 @@ def cost_value(function: Callable[..., Any], name: str) -> None:
             hint = "The sign is flipped: a cost is never negative"
         else:
             hint = None
-        raise _mismatch(label, got, want, hint)
+        raise mismatch(label, got, want, hint)
 
 
 def cost_derivative(function: Callable[..., Any], name: str) -> None:
@@ -249,28 +164,28 @@ def cost_derivative(function: Callable[..., Any], name: str) -> None:
     ref = reference(name)
     for y_preds, y in _cost_inputs():
         label = f"{name}(y_preds, y, deriv=True) for y of shape {y.shape}"
-        got = _array(label, _call(label, function, y_preds.copy(), y.copy(), True), y.shape)
+        got = as_array(label, call(label, function, y_preds.copy(), y.copy(), True), y.shape)
         want = ref(y_preds, y, True)
-        if _close(got, want):
+        if close(got, want):
             continue
-        if _close(got, want / len(y)):
+        if close(got, want / len(y)):
             hint = (
                 "You divided by the number of examples: deriv=True gives each example's own "
                 "derivative; the averaging happens when you compute the gradient"
             )
-        elif _close(got, -want):
+        elif close(got, -want):
             hint = "The sign is flipped"
-        elif name == "cross_entropy" and _close(got, y_preds - y):
+        elif name == "cross_entropy" and close(got, y_preds - y):
             hint = (
                 "y_pred - y is the derivative with respect to the logistic unit's input z, "
                 "after multiplying by the logistic derivative; here we need the derivative "
                 "with respect to y_pred itself"
             )
-        elif name == "mean_squared_error" and _close(got, y_preds - y):
+        elif name == "mean_squared_error" and close(got, y_preds - y):
             hint = "The derivative of (y_pred - y)^2 has a factor 2"
         else:
             hint = None
-        raise _mismatch(label, got, want, hint)
+        raise mismatch(label, got, want, hint)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -307,13 +222,13 @@ def _check_step(
 ) -> None:
     """Check that after - before is -lrate * grads for every parameter; name the mistake if not."""
     steps = [
-        _array(f"{label}: {name} after one epoch", new, old.shape) - old
+        as_array(f"{label}: {name} after one epoch", new, old.shape) - old
         for name, old, new in zip(names, before, after, strict=True)
     ]
 
     def matches(candidate: Sequence[Array]) -> bool:
         pairs = zip(steps, candidate, strict=True)
-        return all(_close(s, -lrate * g, rtol=1e-5, atol=1e-8) for s, g in pairs)
+        return all(close(s, -lrate * g, rtol=1e-5, atol=1e-8) for s, g in pairs)
 
     if matches(grads):
         return
@@ -329,13 +244,13 @@ def _check_step(
     wrong = [
         name
         for name, s, g in zip(names, steps, grads, strict=True)
-        if not _close(s, -lrate * g, 1e-5, 1e-8)
+        if not close(s, -lrate * g, 1e-5, 1e-8)
     ]
     first = names.index(wrong[0])
     raise HiddenTestFailure(
         f"{label}: one epoch should move every parameter by -lrate times the gradient of the mean "
         f"cost (measured by finite differences). Off: {', '.join(wrong)}",
-        f"for {wrong[0]}: expected step {_show(-lrate * grads[first])}, got {_show(steps[first])}",
+        f"for {wrong[0]}: expected step {show(-lrate * grads[first])}, got {show(steps[first])}",
     )
 
 
@@ -350,18 +265,18 @@ def gradient_descent_step(function: Callable[..., Any]) -> None:
         x, y = rng.normal(size=(m, 2)), rng.integers(0, 2, size=m).astype(float)
         ws, b = rng.normal(size=2), np.array(rng.normal())
         label = f"gradient_descent with {m} examples, lrate={lrate}, epochs=1"
-        got_ws, got_b, got_pred = _unpack(
-            label, _call(label, function, x.copy(), y.copy(), ws.copy(), float(b), lrate, 1), 3
+        got_ws, got_b, got_pred = unpack(
+            label, call(label, function, x.copy(), y.copy(), ws.copy(), float(b), lrate, 1), 3
         )
         # The lambdas here and below are called at once, inside this iteration.
-        grads = _numerical_gradient(lambda: cross_entropy(logistic(x @ ws + b), y), [ws, b])  # noqa: B023
+        grads = numerical_gradient(lambda: cross_entropy(logistic(x @ ws + b), y), [ws, b])  # noqa: B023
         z = x @ ws + b
         delta_seed = (logistic(z) - y) * logistic(z, True)
         variants = {"double_logistic_derivative": [x.T @ delta_seed / m, np.mean(delta_seed)]}
         _check_step(label, ["ws", "b"], [ws, b], [got_ws, got_b], grads, lrate, m, variants)
-        pred = _array(f"{label}: y_pred", got_pred, (m,))
-        if not _close(pred, logistic(z)):
-            raise _mismatch(
+        pred = as_array(f"{label}: y_pred", got_pred, (m,))
+        if not close(pred, logistic(z)):
+            raise mismatch(
                 f"{label}: y_pred",
                 pred,
                 logistic(z),
@@ -382,10 +297,10 @@ def _require_first_epoch(
     with quiet():
         want = ref(*copy.deepcopy(one_epoch))
     try:
-        got = _call(label, function, *copy.deepcopy(one_epoch))
+        got = call(label, function, *copy.deepcopy(one_epoch))
         got_params, want_params = _flat(got[:2]), _flat(want[:2])
         same = len(got_params) == len(want_params) and all(
-            _close(g, w, rtol=1e-5, atol=1e-8) for g, w in zip(got_params, want_params, strict=True)
+            close(g, w, rtol=1e-5, atol=1e-8) for g, w in zip(got_params, want_params, strict=True)
         )
     except (AssertionError, TypeError, ValueError, IndexError):
         same = False
@@ -404,18 +319,18 @@ def gradient_descent_training(function: Callable[..., Any]) -> None:
     ws, b = rng.normal(size=2), float(rng.normal())
     label = "gradient_descent with lrate=0.5, epochs=25"
     _require_first_epoch(function, ref, (x, y, ws, b, 0.5, 25), label)
-    got = _unpack(label, _call(label, function, x.copy(), y.copy(), ws.copy(), b, 0.5, 25), 3)
+    got = unpack(label, call(label, function, x.copy(), y.copy(), ws.copy(), b, 0.5, 25), 3)
     with quiet():
         want = ref(x, y, ws.copy(), b, 0.5, 25)
     for name, g, w in zip(["ws", "b", "y_pred"], got, want, strict=True):
-        g = _array(f"{label}: {name}", g, np.shape(w))
-        if not _close(g, w, rtol=1e-5, atol=1e-8):
+        g = as_array(f"{label}: {name}", g, np.shape(w))
+        if not close(g, w, rtol=1e-5, atol=1e-8):
             hint = None
-            if name == "y_pred" and _close(
+            if name == "y_pred" and close(
                 g, reference("gradient_descent", "logistic")(x @ want[0] + want[1])
             ):
                 hint = "That is the prediction after the last update; return the one made before it"
-            raise _mismatch(f"{label}: {name}", g, w, hint)
+            raise mismatch(f"{label}: {name}", g, w, hint)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -500,9 +415,9 @@ def backprop_step(function: Callable[..., Any], depths: Sequence[int]) -> None:
         act_fs = [reference(function_id, name) for name in act_names]
         cost_f = reference(function_id, cost)
         label = _backprop_label(sizes, act_names, cost, 1)
-        result = _unpack(
+        result = unpack(
             label,
-            _call(
+            call(
                 label,
                 function,
                 x.copy(),
@@ -517,14 +432,14 @@ def backprop_step(function: Callable[..., Any], depths: Sequence[int]) -> None:
             returned,
         )
         new_ws, new_bs = (
-            _unpack(f"{label}: the returned {what}", value, len(ws))
+            unpack(f"{label}: the returned {what}", value, len(ws))
             for what, value in [("ws", result[0]), ("bs", result[1])]
         )
 
         def mean_cost() -> float:
             return cost_f(_forward(x, ws, bs, act_fs)[1][-1], y)  # noqa: B023 - called at once
 
-        grads = _numerical_gradient(mean_cost, ws + bs)
+        grads = numerical_gradient(mean_cost, ws + bs)
         variants = {
             mistake: _known_wrong_gradients(x, y, ws, bs, act_fs, cost_f, lrate, mistake)
             for mistake in [
@@ -562,12 +477,12 @@ def backprop_training(function: Callable[..., Any], depth: int) -> None:
     _require_first_epoch(function, ref, args, label)
     with quiet():
         want = ref(*copy.deepcopy(args))
-    got = _unpack(label, _call(label, function, *copy.deepcopy(args)), len(want))
+    got = unpack(label, call(label, function, *copy.deepcopy(args)), len(want))
     layers = len(ws)
     names = ["ws", "bs", "Z1", "A1", "Z2", "A2"] if depth == 1 else ["ws", "bs", "Zs", "As"]
     for name, g, w in zip(names, got, want, strict=True):
         if isinstance(w, list):
-            g = _unpack(f"{label}: the returned {name}", g, layers)
+            g = unpack(f"{label}: the returned {name}", g, layers)
             for i, (gi, wi) in enumerate(zip(g, w, strict=True)):
                 _expect_trained(f"{label}: {name}[{i}]", gi, wi, name, x, want, ws, act_fs)
         else:
@@ -578,15 +493,15 @@ def _expect_trained(
     label: str, got: Any, want: Array, name: str, x: Array, want_all, ws, act_fs
 ) -> None:
     """Compare one returned value of a training run with the reference; hint at stale values."""
-    got = _array(label, got, want.shape)
-    if _close(got, want, rtol=1e-5, atol=1e-8):
+    got = as_array(label, got, want.shape)
+    if close(got, want, rtol=1e-5, atol=1e-8):
         return
     hint = None
     if name[0] in "ZA":
         # The values of a forward pass with the final parameters: returned after the update.
         after = _forward(x, want_all[0], want_all[1], act_fs)
         candidates = after[0] + after[1][1:]
-        if any(_close(got, c, rtol=1e-5, atol=1e-8) for c in candidates):
+        if any(close(got, c, rtol=1e-5, atol=1e-8) for c in candidates):
             hint = (
                 "That comes from a forward pass after the last update; "
                 "return the one made before it"
@@ -596,7 +511,7 @@ def _expect_trained(
             "The first epoch may be right while later ones drift: each epoch must start from "
             "the parameters the previous epoch produced"
         )
-    raise _mismatch(label, got, want, hint)
+    raise mismatch(label, got, want, hint)
 
 
 def forward_pass_one_hidden(function: Callable[..., Any]) -> None:
@@ -617,16 +532,16 @@ def _check_forward(function: Callable[..., Any], function_id: str, networks) -> 
         act_fs = [reference(function_id, name) for name in act_names]
         label = f"forward_pass with layer sizes {tuple(sizes)} and act_fs [{', '.join(act_names)}]"
         want = ref(x, ws, bs, act_fs)
-        result = _call(label, function, x.copy(), copy.deepcopy(ws), copy.deepcopy(bs), act_fs)
+        result = call(label, function, x.copy(), copy.deepcopy(ws), copy.deepcopy(bs), act_fs)
         if function_id == "forward_pass_one_hidden":
-            got = _unpack(label, result, 4)
+            got = unpack(label, result, 4)
             # (name, layer index, returned, expected)
             entries = [
                 (name, int(name[1]) - 1, g, w)
                 for name, g, w in zip(["Z1", "A1", "Z2", "A2"], got, want, strict=True)
             ]
         else:
-            zs, activations = _unpack(label, result, 2)
+            zs, activations = unpack(label, result, 2)
             layers = len(ws)
             for what, values in [("Zs", zs), ("As", activations)]:
                 if isinstance(values, (list, tuple)) and len(values) == layers + 1:
@@ -634,7 +549,7 @@ def _check_forward(function: Callable[..., Any], function_id: str, networks) -> 
                         f"{label}: {what} has {layers + 1} entries for {layers} layers. "
                         "Zs and As hold one entry per layer; the input x is not included"
                     )
-                _unpack(f"{label}: {what}", values, layers)
+                unpack(f"{label}: {what}", values, layers)
             entries = [
                 (f"{what}[{i}]", i, values[i], want[k][i])
                 for i in range(layers)
@@ -642,13 +557,13 @@ def _check_forward(function: Callable[..., Any], function_id: str, networks) -> 
             ]
         layer_inputs = _forward(x, ws, bs, act_fs)[1]
         for name, layer, g, w in entries:
-            g = _array(f"{label}: {name}", g, w.shape)
-            if _close(g, w):
+            g = as_array(f"{label}: {name}", g, w.shape)
+            if close(g, w):
                 continue
             hint = None
-            if name.startswith("Z") and _close(g, layer_inputs[layer] @ ws[layer]):
+            if name.startswith("Z") and close(g, layer_inputs[layer] @ ws[layer]):
                 hint = "The bias is missing"
-            raise _mismatch(f"{label}: {name}", g, w, hint)
+            raise mismatch(f"{label}: {name}", g, w, hint)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -661,18 +576,18 @@ INIT_CASES = [((2, 3, 1), 0.1, 0), ((3, 5, 4, 2), 0.5, 7), ((30, 40, 20), 0.2, 3
 def _init_call(function: Callable[..., Any], sizes: Sequence[int], scale: float, seed: int):
     """Call init_params and return its ws and bs as arrays of the conventions' shapes."""
     label = f"init_params({tuple(sizes)}, scale={scale}, seed={seed})"
-    ws, bs = _unpack(label, _call(label, function, tuple(sizes), scale, seed), 2)
+    ws, bs = unpack(label, call(label, function, tuple(sizes), scale, seed), 2)
     layers = len(sizes) - 1
     ws, bs = (
-        _unpack(f"{label}: the returned {name}", v, layers) for name, v in [("ws", ws), ("bs", bs)]
+        unpack(f"{label}: the returned {name}", v, layers) for name, v in [("ws", ws), ("bs", bs)]
     )
     pairs = list(zip(sizes[:-1], sizes[1:], strict=True))
     ws = [
-        _array(f"{label}: ws[{i}]", w, (k, j))
+        as_array(f"{label}: ws[{i}]", w, (k, j))
         for i, (w, (k, j)) in enumerate(zip(ws, pairs, strict=True))
     ]
     bs = [
-        _array(f"{label}: bs[{i}]", b, (1, j))
+        as_array(f"{label}: bs[{i}]", b, (1, j))
         for i, (b, (_, j)) in enumerate(zip(bs, pairs, strict=True))
     ]
     return label, ws, bs
@@ -715,12 +630,12 @@ def init_params(function: Callable[..., Any]) -> None:
     sizes, scale, seed = INIT_CASES[0]
     label, first, _ = _init_call(function, sizes, scale, seed)
     _, again, _ = _init_call(function, sizes, scale, seed)
-    if not all(_close(a, b) for a, b in zip(first, again, strict=True)):
+    if not all(close(a, b) for a, b in zip(first, again, strict=True)):
         raise HiddenTestFailure(
             f"{label}: two calls with the same seed should give the same weights"
         )
     _, other, _ = _init_call(function, sizes, scale, seed + 1)
-    if all(_close(a, b) for a, b in zip(first, other, strict=True)):
+    if all(close(a, b) for a, b in zip(first, other, strict=True)):
         raise HiddenTestFailure(f"{label}: another seed should give other weights")
 
 
