@@ -85,6 +85,8 @@ def bare_kernels(course: Path) -> None:
             kernel_name="python3",
             allow_errors=True,
             resources={"metadata": {"path": str(path.parent)}},
+            # Unsandboxed kernels talk TCP and warn about it on every start: noise here.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         ).execute()
 
 
