@@ -286,10 +286,11 @@ class DaskCluster:
 
 
 def package_digest() -> str:
-    """A fingerprint of the installed nncourse: its code and reference solutions."""
+    """A fingerprint of the installed nncourse: its code, the course's checks and references."""
     package = Path(__file__).parent
     digest = hashlib.sha256()
-    files = [*package.rglob("*.py"), *package.glob("course/reference_solutions/*.json")]
+    files = [*package.glob("*.py"), *package.glob("course/*.py")]
+    files += package.glob("course/reference_solutions/*.json")
     for path in sorted(files):
         digest.update(path.relative_to(package).as_posix().encode() + b"\0")
         digest.update(path.read_bytes() + b"\0")
