@@ -90,7 +90,11 @@ T = TypeVar("T")
 def _resumable(step: Callable[[], T], rerun: str) -> T:
     """Run a grading step; on Ctrl-C or SIGTERM say in one line what was kept, and exit 130."""
     # SIGTERM stops a run as Ctrl-C does: workers and kernels killed, the gradebook consistent.
+    # SIGINT too, even where it was ignored when we started: a shell without job control
+    # starts background commands so (`make grade &` in a script), and `kill -INT` must still stop
+    # the run cleanly rather than go unheard.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return step()
     except KeyboardInterrupt as stopped:

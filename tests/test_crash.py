@@ -62,11 +62,22 @@ def test_a_killed_force_regrade_resumes_to_the_same_grades(graded, reference, po
     assert state(graded) == reference
 
 
+def _ignore_sigint() -> None:
+    """Start as a shell without job control starts a background command: SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 @pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGTERM])
 def test_ctrl_c_or_sigterm_stops_cleanly_and_a_rerun_resumes(ungraded, reference, how):
+    """Even a grader started with SIGINT ignored (`make grade &` in a script) stops on it."""
     env = environment()
     with subprocess.Popen(
-        grade_command(ungraded), env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        grade_command(ungraded),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_ignore_sigint,
     ) as grader:
         wait_for(lambda: kernels(env["NNCOURSE_TEST_RUN"]))
         grader.send_signal(how)
