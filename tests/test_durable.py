@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -17,6 +19,8 @@ from crash_class import (  # noqa: F401 - the *_fixture names are fixtures
     run_grade,
     state,
 )
+
+from nncourse import durable
 
 pytestmark = [pytest.mark.kernels, pytest.mark.sandbox]
 NO_BWRAP = '\nc.SandboxedKernelManager.bwrap = "/nonexistent/bwrap"\n'
@@ -107,16 +111,31 @@ def _fill(path: Path) -> None:
             filler.flush()
 
 
-def test_a_writing_run_backs_the_gradebook_up_and_keeps_five(graded, reference):
+def test_a_writing_run_backs_the_gradebook_up(graded, reference):
     backups = graded / "gradebook-backups"
     assert len(list(backups.glob("*.db"))) == 1  # the reference's own run
-    for _ in range(5):
-        done = run_grade(graded, "--force", "--jobs", "2")
-        assert done.returncode == 3
+    done = run_grade(graded, "--force", "--jobs", "2")
+    assert done.returncode == 3
     kept = sorted(backups.glob("gradebook-*.db"))
-    assert len(kept) == 5
+    assert len(kept) == 2
     assert f"gradebook backed up to {kept[-1]}" in done.stdout
     assert state(graded) == reference
+
+
+def test_backups_keep_the_five_newest_each_a_whole_copy(tmp_path):
+    """What each writing run calls: seven backups in a row leave the last five, all readable."""
+    database = tmp_path / "gradebook.db"
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        db.execute("CREATE TABLE grade (student TEXT, score REAL)")
+        db.execute("INSERT INTO grade VALUES ('alice', 30)")
+        db.commit()
+    made = [durable.backup(database) for _ in range(7)]
+    kept = sorted((tmp_path / "gradebook-backups").iterdir())
+    assert len(kept) == durable.KEEP_BACKUPS == 5
+    assert kept == made[-5:]
+    for copy in kept:
+        with contextlib.closing(sqlite3.connect(copy)) as db:
+            assert db.execute("SELECT * FROM grade").fetchall() == [("alice", 30.0)]
 
 
 def test_an_unchanged_class_is_not_backed_up_again(graded):
