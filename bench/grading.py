@@ -11,7 +11,7 @@ All are measured on the same submissions in fresh copies of the course:
 - ours on Dask: `nncourse grade` on a local Dask cluster of N one-thread worker processes
   (started before the clock starts), against the process pool: the Dask overhead;
 - floor: each submitted notebook executed once in a fresh kernel with nbclient, nothing else.
-It also measures what a larger course is planned from: the CPU of one
+It also measures what a larger course is planned from (docs/scale.md): the CPU of one
 submission, the single writer's time per submission, what feedback and exports add, and the
 grading kernels' memory, sampled while ours runs (it follows the jobs, not the class).
 """

@@ -11,8 +11,6 @@ import numpy as np
 
 from nncourse.course import REFERENCE_SOLUTIONS
 
-# Read by the grader only; grading kernels never see this package (nncourse/sandbox.py).
-EXPORT_DIR = REFERENCE_SOLUTIONS
 COURSE_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -36,15 +34,15 @@ def export(source_notebook: Path, course_root: Path) -> Path:
         "notebook": source_notebook.relative_to(course_root).as_posix(),
         "solutions": solution_cells(notebook),
     }
-    EXPORT_DIR.mkdir(exist_ok=True)
-    target = EXPORT_DIR / f"{assignment}.json"
+    REFERENCE_SOLUTIONS.mkdir(exist_ok=True)
+    target = REFERENCE_SOLUTIONS / f"{assignment}.json"
     target.write_text(json.dumps(solutions, indent=1) + "\n")
     return target
 
 
 def exported(assignment: str) -> dict[str, Any]:
     """The exported reference solutions of an assignment."""
-    return json.loads((EXPORT_DIR / f"{assignment}.json").read_text())
+    return json.loads((REFERENCE_SOLUTIONS / f"{assignment}.json").read_text())
 
 
 @functools.cache
