@@ -1,12 +1,17 @@
-"""Every reliance on nbgrader's, jupyter_client's and traitlets' internals, pinned by test_compat.
+"""Every reliance on nbgrader's, nbconvert's, jupyter_client's and traitlets' internals, pinned
+by test_compat.
 
-Importing it is cheap: nbgrader itself (~2.5 s) is imported where a function needs it.
+Importing it is cheap: nbgrader and nbconvert (seconds each) are imported where a function
+needs them.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import functools
+import json
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -84,6 +89,34 @@ def _preprocessor_modules() -> list[ModuleType]:
 
 class ConfigError(Exception):
     """nbgrader_config.py could not be loaded; the message names the file and the error."""
+
+
+def new_gradebook(url: str, like: Gradebook) -> None:
+    """Create an empty gradebook at `url` with the tables and schema version of `like`.
+
+    nbgrader's Gradebook() stamps a database it creates with the version that the command
+    `alembic heads` prints, and runs that command to learn it: seconds at the start of every
+    grading run (record.master_cells), while no worker has started. The tables here are
+    nbgrader's own models; the version is the copied gradebook's. Gradebook() then opens the
+    file as an existing one.
+    """
+    from nbgrader.api import Base
+    from sqlalchemy import create_engine, text
+
+    version = like.db.execute(text("SELECT version_num FROM alembic_version")).scalar_one()
+    engine = create_engine(url)
+    try:
+        with engine.begin() as connection:
+            Base.metadata.create_all(bind=connection)
+            connection.execute(
+                text("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+            )
+            connection.execute(
+                text("INSERT INTO alembic_version (version_num) VALUES (:version)"),
+                {"version": version},
+            )
+    finally:
+        engine.dispose()
 
 
 def load_app_config(course_root: Path) -> Config:
@@ -281,3 +314,108 @@ class SolutionStubHook:
             return super()._replace_solution_region(cell, language)  # type: ignore[misc]
         finally:
             self.code_stub = configured
+
+
+# ---------------------------------------------------------------------------------------------
+# Feedback pages: nbconvert's HTMLExporter, less its second pass over the whole page
+
+NO_ALT_TEXT = "No description has been provided for this image"  # nbconvert's words
+# What html.parser reads as one unit: a comment, a script or style with its raw content, or a
+# tag with its attributes (a quoted value may hold ">"). Only an <img> tag is rewritten.
+_MARKUP = re.compile(
+    r"""<!--.*?-->|<(script|style)\b.*?</\1\s*>"""
+    r"""|<(img)\b((?:[^>"']|"[^"]*"|'[^']*')*)>|<[a-zA-Z/!?](?:[^>"']|"[^"]*"|'[^']*')*>""",
+    re.DOTALL | re.IGNORECASE,
+)
+_ATTRIBUTE = re.compile(r"""([^\s"'<>/=]+)(?:\s*=\s*(?:"[^"]*"|'[^']*'|[^\s>]*))?""")
+
+
+def with_alt_text(html: str) -> tuple[str, int]:
+    """Give every <img> without an alt attribute nbconvert's placeholder; the page and how many.
+
+    The same change as HTMLExporter's `img:not([alt])` pass, without parsing the page into a
+    tree and writing it out again.
+    """
+    missing = 0
+
+    def fill(match: re.Match) -> str:
+        nonlocal missing
+        if not match.group(2):
+            return match.group(0)
+        attributes = match.group(3)
+        if "alt" in {name.lower() for name in _ATTRIBUTE.findall(attributes)}:
+            return match.group(0)
+        missing += 1
+        body = attributes.rstrip()
+        closing = "/" if body.endswith("/") else ""
+        body = body.removesuffix("/").rstrip()
+        return f'<{match.group(2)}{body} alt="{NO_ALT_TEXT}"{closing}>'
+
+    return _MARKUP.sub(fill, html), missing
+
+
+_HIGHLIGHTS_KEPT = 4096  # distinct cells; the course's own repeat on every student's page
+
+
+@functools.cache
+def page_exporter() -> type:
+    """HTMLExporter for feedback pages: the same page, for about a third of its CPU.
+
+    HTMLExporter renders its template, then parses the whole page with BeautifulSoup to give
+    images without alt text a placeholder and the lab template's cells a tabindex, and writes
+    the tree out again: more than half of a feedback page's time. This renders the same
+    template and adds the alt text with with_alt_text; a page with the lab template's cells
+    (class jp-Notebook) takes HTMLExporter's own path. Code cells are highlighted once per
+    process: most cells are the course's, the same on every student's page.
+    """
+    from nbconvert.exporters import HTMLExporter, TemplateExporter
+    from nbconvert.filters.highlight import Highlight2HTML
+    from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
+
+    highlighted: dict[str, str] = {}
+
+    class RememberedHighlight(Highlight2HTML):
+        """Highlight2HTML that highlights each distinct cell once per process."""
+
+        def __call__(self, source: str, language: str | None = None, metadata: Any = None) -> str:
+            # Of a cell's metadata, nbconvert's highlighting reads "magics_language" alone;
+            # the rest (scores, execution times) differs from student to student.
+            magics = (metadata or {}).get("magics_language")
+            key = json.dumps(
+                [source, language or self.pygments_lexer, magics, self.extra_formatter_options],
+                sort_keys=True,
+                default=str,
+            )
+            if key not in highlighted:
+                if len(highlighted) >= _HIGHLIGHTS_KEPT:
+                    highlighted.clear()
+                highlighted[key] = super().__call__(source, language, metadata)
+            return highlighted[key]
+
+    class PageExporter(HTMLExporter):
+        """HTMLExporter without its BeautifulSoup pass (see page_exporter)."""
+
+        def from_notebook_node(
+            self, nb: NotebookNode, resources: dict | None = None, **kw: Any
+        ) -> tuple[str, dict]:
+            """HTMLExporter.from_notebook_node's rendering, then the alt text by a scan."""
+            language = nb.metadata.get("language_info", {})
+            lexer = language.get("pygments_lexer", language.get("name", None))
+            highlight = self.filters.get(
+                "highlight_code", RememberedHighlight(pygments_lexer=lexer, parent=self)
+            )
+            resources = self._init_resources(resources)
+            data_type = WidgetsDataTypeFilter(
+                notebook_metadata=self._nb_metadata, parent=self, resources=resources
+            )
+            self.register_filter("highlight_code", highlight)
+            self.register_filter("filter_data_type", data_type)
+            html, resources = TemplateExporter.from_notebook_node(self, nb, resources, **kw)
+            if "jp-Notebook" in html:
+                return super().from_notebook_node(nb, resources, **kw)
+            html, missing = with_alt_text(html)
+            if missing:
+                self.log.warning("Alternative text is missing on %s image(s).", missing)
+            return html, resources
+
+    return PageExporter

@@ -4,6 +4,7 @@ generate_feedback, showing their work and scores, never hidden tests or referenc
 from __future__ import annotations
 
 import concurrent.futures
+import copy
 import dataclasses
 import json
 import logging
@@ -140,6 +141,9 @@ def _generate_feedback(config: Config, student: str, assignment: str) -> str | N
     # where the config names nbgrader's JupyterHubAuthPlugin.
     authenticator = Authenticator(config=config, plugin_class=NoAuthPlugin)
     course = CourseDirectory(config=config)
+    # The page nbgrader's exporter would write, rendered for a third of the CPU (compat.py).
+    config = copy.deepcopy(config)
+    config.GenerateFeedback.exporter_class = compat.page_exporter()
     api = NbGraderAPI(coursedir=course, authenticator=authenticator, config=config, log=api_log)
     api_log.setLevel(logging.ERROR)
     outcome = api.generate_feedback(assignment, student, force=True)

@@ -239,33 +239,40 @@ def master_cells(db_url: str, course_id: str) -> Iterator[str]:
     """
     with tempfile.TemporaryDirectory(prefix="nncourse-gradebook-") as folder:
         url = f"sqlite:///{Path(folder) / 'gradebook.db'}"
-        with Gradebook(db_url, course_id) as live, Gradebook(url, course_id) as copy:
-            for assignment in live.assignments:
-                copy.update_or_create_assignment(assignment.name, duedate=assignment.duedate)
-                for nb in assignment.notebooks:
-                    where = (nb.name, assignment.name)
-                    copy.update_or_create_notebook(*where, kernelspec=nb.kernelspec)
-                    for cell in nb.source_cells:
-                        copy.update_or_create_source_cell(
-                            cell.name,
-                            *where,
-                            cell_type=cell.cell_type,
-                            locked=cell.locked,
-                            source=cell.source,
-                            checksum=cell.checksum,
-                        )
-                    for cell in nb.grade_cells:
-                        copy.update_or_create_grade_cell(
-                            cell.name, *where, max_score=cell.max_score, cell_type=cell.cell_type
-                        )
-                    for cell in nb.task_cells:
-                        copy.update_or_create_task_cell(
-                            cell.name, *where, max_score=cell.max_score, cell_type=cell.cell_type
-                        )
-                    for cell in nb.solution_cells:
-                        copy.update_or_create_solution_cell(cell.name, *where)
+        with Gradebook(db_url, course_id) as live:
+            compat.new_gradebook(url, live)
+            with Gradebook(url, course_id) as copy:
+                _copy_cells(live, copy)
             live.db.rollback()  # read only
         # nbgrader's steps open it under its default course id, which a Gradebook creates when
         # missing: created here, once, not by two workers at the same moment (one would fail).
         Gradebook(url).close()
         yield url
+
+
+def _copy_cells(live: Gradebook, copy: Gradebook) -> None:
+    """Every assignment's notebooks and cells, as the master holds them, from live to copy."""
+    for assignment in live.assignments:
+        copy.update_or_create_assignment(assignment.name, duedate=assignment.duedate)
+        for nb in assignment.notebooks:
+            where = (nb.name, assignment.name)
+            copy.update_or_create_notebook(*where, kernelspec=nb.kernelspec)
+            for cell in nb.source_cells:
+                copy.update_or_create_source_cell(
+                    cell.name,
+                    *where,
+                    cell_type=cell.cell_type,
+                    locked=cell.locked,
+                    source=cell.source,
+                    checksum=cell.checksum,
+                )
+            for cell in nb.grade_cells:
+                copy.update_or_create_grade_cell(
+                    cell.name, *where, max_score=cell.max_score, cell_type=cell.cell_type
+                )
+            for cell in nb.task_cells:
+                copy.update_or_create_task_cell(
+                    cell.name, *where, max_score=cell.max_score, cell_type=cell.cell_type
+                )
+            for cell in nb.solution_cells:
+                copy.update_or_create_solution_cell(cell.name, *where)

@@ -10,13 +10,18 @@ from pathlib import Path
 
 import nbformat
 import pytest
+from bs4 import BeautifulSoup
+from nbconvert.exporters import HTMLExporter
+from nbconvert.filters.highlight import Highlight2HTML
 from nbgrader.api import Gradebook
-from nbgrader.converters import Autograde
+from nbgrader.converters import Autograde, GenerateFeedback
 from nbgrader.coursedir import CourseDirectory
 from nbgrader.preprocessors import AssignLatePenalties, SaveAutoGrades, saveautogrades
 from traitlets.config import Application, Config
 
 from nncourse import compat
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture
@@ -326,3 +331,122 @@ def test_clear_solutions_takes_each_cells_stub_from_the_hook():
     stubs.preprocess(nb, {})
     assert [c.source.splitlines()[-1] for c in nb.cells] == ["pass  # cell 1", "pass  # cell 2"]
     assert stubs.code_stub == configured
+
+
+def _tables(url: str) -> list[tuple[str, str]]:
+    """Each table's name and its CREATE statement as SQLite stores it, without the version."""
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as connection:
+        rows = connection.execute("SELECT name, sql FROM sqlite_master ORDER BY name")
+        return [(name, " ".join(sql.split()).rstrip(";")) for name, sql in rows if sql]
+
+
+def _version(url: str) -> str:
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as connection:
+        return connection.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+
+
+def test_a_new_gradebook_is_nbgraders_own_without_running_alembic(db, tmp_path, monkeypatch):
+    """new_gradebook makes the tables and version Gradebook() makes, and Gradebook() opens it as
+    an existing database: nbgrader asks alembic only for a database without tables."""
+    nbgraders = f"sqlite:///{tmp_path / 'nbgraders.db'}"
+    Gradebook(nbgraders).close()  # nbgrader's own way, `alembic heads` included
+    ours = f"sqlite:///{tmp_path / 'ours.db'}"
+    with Gradebook(db) as live:
+        compat.new_gradebook(ours, live)
+
+    def no_alembic() -> str:
+        raise AssertionError("Gradebook() ran `alembic heads` for an existing database")
+
+    monkeypatch.setattr("nbgrader.api.get_alembic_version", no_alembic)
+    with Gradebook(ours, "course") as gb:
+        gb.add_assignment("a")
+    assert _tables(ours) == _tables(nbgraders)
+    assert _version(ours) == _version(nbgraders) == _version(db)
+
+
+def _soup_pass(html: str) -> str:
+    """HTMLExporter's own pass for alt text, the oracle with_alt_text must agree with."""
+    soup = BeautifulSoup(html, features="html.parser")
+    for element in soup.select("img:not([alt])"):
+        element.attrs["alt"] = compat.NO_ALT_TEXT
+    return str(soup)
+
+
+@pytest.mark.parametrize(
+    ("html", "missing"),
+    [
+        ('<p><img src="data:image/png;base64,iVBO+/=="></p>', 1),
+        ('<img src="a.png" alt="a plot">', 0),
+        ("<IMG SRC='a.png' ALT>", 0),
+        ('<img src="a.png" alt="">', 0),
+        ('<img src="a.png"/>', 1),
+        ("<img src=a.png width=3>", 1),
+        ('<img title="a > b" src="a.png">', 1),
+        ('<a title="<img src=x>">link</a><img src="b.png">', 1),
+        ("<!-- <img src=a.png> --><img src=b.png>", 1),
+        ('<script>let s = "<img src=a.png>";</script><style>p{}</style><img src=b.png>', 1),
+        ('<div data-alt="x"><img data-alt="y" src="a.png"></div>', 1),
+        ('<img src="a.png" alt="one"><img src="b.png"><img src="c.png" >', 2),
+    ],
+)
+def test_with_alt_text_gives_the_page_htmlexporters_pass_gives(html, missing):
+    """Parsed, the page with_alt_text writes is the one HTMLExporter's BeautifulSoup pass writes."""
+    ours, counted = compat.with_alt_text(html)
+    assert counted == missing
+    assert str(BeautifulSoup(ours, features="html.parser")) == _soup_pass(html)
+
+
+def _feedback_config() -> Config:
+    """The HTMLExporter settings nbgrader's GenerateFeedback gives its exporter."""
+    return GenerateFeedback(coursedir=CourseDirectory(), config=Config()).config
+
+
+SHELL_LINE = "cat $HOME/notes | grep -c done"
+
+
+def test_a_cells_magic_language_changes_its_highlighting():
+    """The cells _graded_solutions adds are highlighted apart by nbconvert, so the test below
+    shows that the exporter's memory keeps them apart too."""
+    highlight = Highlight2HTML(pygments_lexer="ipython3")
+    assert highlight(SHELL_LINE) != highlight(SHELL_LINE, metadata={"magics_language": "bash"})
+
+
+def _graded_solutions(score: int = 1) -> tuple[nbformat.NotebookNode, dict]:
+    """The course's solutions (plots, markdown images, code), with scores and a magic's language."""
+    nb = nbformat.read(ROOT / "solutions" / "simple_nn" / "simple_neural_network.ipynb", 4)
+    for index, cell in enumerate(nb.cells):
+        if "nbgrader" in cell.metadata:
+            cell.metadata.nbgrader["score"] = score * index % 2  # differs per student
+        cell.metadata["tags"] = [f"student-{score}"]
+    # The same source twice, once as a cell magic's bash: highlighted apart, as in a notebook
+    # that ipykernel ran.
+    nb.metadata.language_info = {"name": "python", "pygments_lexer": "ipython3"}
+    nb.cells += [nbformat.v4.new_code_cell(SHELL_LINE) for _ in range(2)]
+    nb.cells[-1].metadata.magics_language = "bash"
+    resources = {"nbgrader": {"notebook": "n", "score": 30, "max_score": 32, "late_penalty": 0}}
+    return nb, resources
+
+
+def test_the_feedback_exporter_writes_nbconverts_page_for_less():
+    """page_exporter's page, parsed, is HTMLExporter's page: same template, same alt text, and
+    the same highlighting when the cells come again with other metadata, from its memory."""
+    config = _feedback_config()
+    exporter = compat.page_exporter()
+    for score in (1, 2):  # the second student: every cell's highlighting is remembered
+        nb, resources = _graded_solutions(score)
+        theirs, _ = HTMLExporter(config=config).from_notebook_node(nb, dict(resources))
+        assert compat.NO_ALT_TEXT in theirs
+        ours, _ = exporter(config=config).from_notebook_node(nb, dict(resources))
+        assert "jp-Notebook" not in ours
+        assert str(BeautifulSoup(ours, features="html.parser")) == theirs
+
+
+def test_the_feedback_exporter_leaves_the_lab_template_to_htmlexporter():
+    """With JupyterLab's template the page needs HTMLExporter's tabindex pass: it is its page."""
+    nb, resources = _graded_solutions()
+    config = _feedback_config()
+    config.HTMLExporter.template_name = "lab"
+    theirs, _ = HTMLExporter(config=config).from_notebook_node(nb, dict(resources))
+    ours, _ = compat.page_exporter()(config=config).from_notebook_node(nb, dict(resources))
+    assert 'tabindex="0"' in theirs
+    assert ours == theirs
