@@ -37,10 +37,15 @@ def db(tmp_path: Path) -> str:
     return url
 
 
+def _rows(url: str, query: str) -> list[tuple]:
+    """A query's rows as another connection sees the SQLite gradebook (committed only)."""
+    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as other:
+        return other.execute(query).fetchall()
+
+
 def _submission_ids(url: str) -> list[str]:
     """The submissions' ids as another connection sees them (committed only)."""
-    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as other:
-        return [row[0] for row in other.execute("SELECT id FROM submitted_assignment")]
+    return [row[0] for row in _rows(url, "SELECT id FROM submitted_assignment")]
 
 
 def _graded_notebook() -> nbformat.NotebookNode:
@@ -335,14 +340,13 @@ def test_clear_solutions_takes_each_cells_stub_from_the_hook():
 
 def _tables(url: str) -> list[tuple[str, str]]:
     """Each table's name and its CREATE statement as SQLite stores it, without the version."""
-    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as connection:
-        rows = connection.execute("SELECT name, sql FROM sqlite_master ORDER BY name")
-        return [(name, " ".join(sql.split()).rstrip(";")) for name, sql in rows if sql]
+    rows = _rows(url, "SELECT name, sql FROM sqlite_master ORDER BY name")
+    return [(name, " ".join(sql.split()).rstrip(";")) for name, sql in rows if sql]
 
 
 def _version(url: str) -> str:
-    with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite:///"))) as connection:
-        return connection.execute("SELECT version_num FROM alembic_version").fetchone()[0]
+    """The schema version alembic_version holds."""
+    return _rows(url, "SELECT version_num FROM alembic_version")[0][0]
 
 
 def test_a_new_gradebook_is_nbgraders_own_without_running_alembic(db, tmp_path, monkeypatch):
