@@ -187,6 +187,9 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the chosen subcommand; return its exit status."""
     args = make_parser().parse_args(argv)
+    from nncourse import compat  # jupyter_client, which nearly every subcommand imports anyway
+
+    compat.defer_iri_grammar()
     # nbgrader runs `alembic` from PATH when it creates a gradebook: find this environment's.
     os.environ["PATH"] = os.pathsep.join(
         [str(Path(sys.executable).parent), os.environ.get("PATH", "")]

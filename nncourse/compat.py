@@ -1,5 +1,5 @@
-"""Every reliance on nbgrader's, nbconvert's, jupyter_client's and traitlets' internals, pinned
-by test_compat.
+"""Every reliance on nbgrader's, nbconvert's, jupyter_client's, traitlets' and jsonschema's
+internals, pinned by test_compat.
 
 Importing it is cheap: nbgrader and nbconvert (seconds each) are imported where a function
 needs them.
@@ -10,6 +10,8 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import functools
+import importlib
+import importlib.util
 import json
 import re
 import sys
@@ -24,6 +26,35 @@ if TYPE_CHECKING:
     from nbformat.notebooknode import NotebookNode
     from nbgrader.api import Gradebook
     from traitlets.config import Config
+
+
+def defer_iri_grammar() -> None:
+    """Build rfc3987_syntax's IRI parsers when an IRI is first checked, not when it is imported.
+
+    nbformat imports jsonschema, jsonschema imports rfc3987_syntax for its "iri" formats, and
+    that module builds some thirty Earley parsers as it is imported: 2.8 s of every nncourse
+    command on a 2-core server, spent before any work (python-jsonschema/jsonschema#1428). No
+    schema nncourse validates uses those formats. Called before nbformat is first imported,
+    this puts a stand-in in the package's place that imports the real module on first use.
+    """
+    name = "rfc3987_syntax"
+    spec = importlib.util.find_spec(name) if name not in sys.modules else None
+    if spec is None or spec.submodule_search_locations is None:
+        return
+
+    def helpers() -> ModuleType:
+        # A submodule of the stand-in, found through its __path__: the package's own file.
+        return importlib.import_module(f"{name}.syntax_helpers")
+
+    def is_valid_syntax(term: str, value: str) -> bool:
+        """rfc3987_syntax.is_valid_syntax, the one name jsonschema imports."""
+        return helpers().is_valid_syntax(term, value)
+
+    stand_in = ModuleType(name, "rfc3987_syntax, its parsers built on first use (nncourse)")
+    stand_in.__path__ = list(spec.submodule_search_locations)
+    stand_in.is_valid_syntax = is_valid_syntax  # type: ignore[attr-defined]
+    stand_in.__getattr__ = lambda attribute: getattr(helpers(), attribute)  # type: ignore[method-assign]
+    sys.modules[name] = stand_in
 
 
 class _Borrowed:

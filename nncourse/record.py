@@ -241,7 +241,8 @@ def master_cells(db_url: str, course_id: str) -> Iterator[str]:
         url = f"sqlite:///{Path(folder) / 'gradebook.db'}"
         with Gradebook(db_url, course_id) as live:
             compat.new_gradebook(url, live)
-            with Gradebook(url, course_id) as copy:
+            # One transaction: nbgrader commits each cell, and a commit waits for the disk.
+            with Gradebook(url, course_id) as copy, compat.gradebook_transaction(copy):
                 _copy_cells(live, copy)
             live.db.rollback()  # read only
         # nbgrader's steps open it under its default course id, which a Gradebook creates when

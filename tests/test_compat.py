@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import json
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -454,3 +457,46 @@ def test_the_feedback_exporter_leaves_the_lab_template_to_htmlexporter():
     ours, _ = compat.page_exporter()(config=config).from_notebook_node(nb, dict(resources))
     assert 'tabindex="0"' in theirs
     assert ours == theirs
+
+
+DEFER = "from nncourse import compat; compat.defer_iri_grammar(); "
+IRI_VALUES = [
+    "http://example.com/ä",
+    "https://example.org:8888/lab?token=x#cell",
+    "mailto:student@example.org",
+    "not an iri",
+    "http://exa mple.com/",
+    "rel/ä",
+    "//host/path",
+    "",
+]
+
+
+def _python(code: str) -> str:
+    """What a fresh interpreter prints for code (the imports under test happen once a process)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], check=True, capture_output=True, text=True
+    ).stdout.strip()
+
+
+def test_importing_nbformat_builds_the_iri_parsers_unless_deferred():
+    """nbformat's jsonschema builds rfc3987_syntax's parsers as it is imported, unless deferred."""
+    probe = "import sys, nbformat; print('rfc3987_syntax.syntax_helpers' in sys.modules)"
+    assert _python(probe) == "True"
+    assert _python(DEFER + probe) == "False"
+
+
+def test_deferred_iri_formats_check_what_they_checked():
+    """With the stand-in, jsonschema's iri formats load the real parsers and agree with them."""
+    probe = (
+        "import json, sys, jsonschema; checker = jsonschema.FormatChecker(); "
+        f"values = {IRI_VALUES!r}; "
+        "print(json.dumps([[checker.conforms(v, f) for v in values] "
+        "for f in ('iri', 'iri-reference')] + ['rfc3987_syntax.syntax_helpers' in sys.modules]))"
+    )
+    as_is = json.loads(_python(probe))
+    assert json.loads(_python(DEFER + probe)) == as_is
+    # The formats were really checked: absolute IRIs only, then relative references too.
+    assert as_is[0] == [True, True, True, False, False, False, False, False]
+    assert as_is[1] == [True, True, True, False, False, True, True, True]
+    assert as_is[2] is True  # checking loaded the real parsers
