@@ -396,14 +396,40 @@ def page_exporter() -> type:
     images without alt text a placeholder and the lab template's cells a tabindex, and writes
     the tree out again: more than half of a feedback page's time. This renders the same
     template and adds the alt text with with_alt_text; a page with the lab template's cells
-    (class jp-Notebook) takes HTMLExporter's own path. Code cells are highlighted once per
-    process: most cells are the course's, the same on every student's page.
+    (class jp-Notebook) takes HTMLExporter's own path. Templates are compiled and code cells
+    highlighted once per process: most cells are the course's, the same on every student's page.
     """
+    from jinja2 import BytecodeCache
+    from jinja2.bccache import Bucket
     from nbconvert.exporters import HTMLExporter, TemplateExporter
     from nbconvert.filters.highlight import Highlight2HTML
     from nbconvert.filters.widgetsdatatypefilter import WidgetsDataTypeFilter
 
     highlighted: dict[str, str] = {}
+
+    class RememberedTemplates(BytecodeCache):
+        """The templates' compiled code, kept for the process: each page has a new exporter,
+        whose new jinja environment would compile every template again (a fifth of a page)."""
+
+        def __init__(self) -> None:
+            self.compiled: dict[tuple, bytes] = {}
+
+        def _key(self, bucket: Bucket) -> tuple:
+            # Compiled code depends on the environment's settings as well as the source (whose
+            # checksum jinja checks on load): all the same for this exporter's environments.
+            environment = bucket.environment
+            return bucket.key, environment.is_async, tuple(sorted(environment.extensions))
+
+        def load_bytecode(self, bucket: Bucket) -> None:
+            """Give the bucket the code compiled before, if any."""
+            if (code := self.compiled.get(self._key(bucket))) is not None:
+                bucket.bytecode_from_string(code)
+
+        def dump_bytecode(self, bucket: Bucket) -> None:
+            """Keep code just compiled."""
+            self.compiled[self._key(bucket)] = bucket.bytecode_to_string()
+
+    templates = RememberedTemplates()
 
     class RememberedHighlight(Highlight2HTML):
         """Highlight2HTML that highlights each distinct cell once per process."""
@@ -425,6 +451,12 @@ def page_exporter() -> type:
 
     class PageExporter(HTMLExporter):
         """HTMLExporter without its BeautifulSoup pass (see page_exporter)."""
+
+        def _create_environment(self) -> Any:
+            """HTMLExporter's jinja environment, taking compiled templates from the process."""
+            environment = super()._create_environment()
+            environment.bytecode_cache = templates
+            return environment
 
         def from_notebook_node(
             self, nb: NotebookNode, resources: dict | None = None, **kw: Any

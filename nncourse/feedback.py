@@ -79,22 +79,23 @@ def write_feedback(
     or two of CPU per student, and one after the other they made the tail of every run.
     """
     due = {}
-    for r in results:
-        if r.status in NO_PAGE:
-            continue
-        folder = Path(course.format_path(course.feedback_directory, r.student, r.assignment))
-        kept = record.read_record(course, r.student, r.assignment) or {}
-        by_hand = _by_hand(course, r)
-        # The record says whether this grading's feedback was written: a run stopped before
-        # that left the flag unset, and the next run writes it. A person's grading since
-        # then (a written answer, a comment) changes the page too.
-        if (
-            r.regraded
-            or not kept.get("feedback")
-            or kept.get("feedback_by_hand", NO_MANUAL_GRADES) != by_hand
-            or not folder.exists()
-        ):
-            due[(r.student, r.assignment)] = by_hand
+    with Gradebook(course.db_url, course.course_id) as gb:
+        for r in results:
+            if r.status in NO_PAGE:
+                continue
+            folder = Path(course.format_path(course.feedback_directory, r.student, r.assignment))
+            kept = record.read_record(course, r.student, r.assignment) or {}
+            by_hand = _by_hand(gb, r)
+            # The record says whether this grading's feedback was written: a run stopped
+            # before that left the flag unset, and the next run writes it. A person's grading
+            # since then (a written answer, a comment) changes the page too.
+            if (
+                r.regraded
+                or not kept.get("feedback")
+                or kept.get("feedback_by_hand", NO_MANUAL_GRADES) != by_hand
+                or not folder.exists()
+            ):
+                due[(r.student, r.assignment)] = by_hand
     if due:
         pool = concurrent.futures.ProcessPoolExecutor(
             min(jobs, len(due)),
@@ -150,10 +151,9 @@ def _generate_feedback(config: Config, student: str, assignment: str) -> str | N
     return None if outcome["success"] else outcome.get("error", "")[-500:]
 
 
-def _by_hand(course: CourseDirectory, r: StudentResult) -> str:
+def _by_hand(gb: Gradebook, r: StudentResult) -> str:
     """What a person gave this submission in the formgrader, as text to compare."""
-    with Gradebook(course.db_url, course.course_id) as gb:
-        given = record.manual_grades(gb, r.student, r.assignment)
+    given = record.manual_grades(gb, r.student, r.assignment)
     return json.dumps(
         {key: dataclasses.asdict(value) for key, value in given.items()}, sort_keys=True
     )

@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import jinja2
 import nbformat
 import pytest
 from bs4 import BeautifulSoup
@@ -434,16 +435,26 @@ def _graded_solutions(score: int = 1) -> tuple[nbformat.NotebookNode, dict]:
     return nb, resources
 
 
-def test_the_feedback_exporter_writes_nbconverts_page_for_less():
+def test_the_feedback_exporter_writes_nbconverts_page_for_less(monkeypatch):
     """page_exporter's page, parsed, is HTMLExporter's page: same template, same alt text, and
-    the same highlighting when the cells come again with other metadata, from its memory."""
+    the same highlighting and templates when the cells come again with other metadata, from
+    its memory."""
     config = _feedback_config()
     exporter = compat.page_exporter()
-    for score in (1, 2):  # the second student: every cell's highlighting is remembered
+    compiled = []
+    compile_template = jinja2.Environment.compile
+    monkeypatch.setattr(
+        jinja2.Environment,
+        "compile",
+        lambda self, *args, **kw: compiled.append(args) or compile_template(self, *args, **kw),
+    )
+    for score in (1, 2):  # the second student: every template and cell is remembered
         nb, resources = _graded_solutions(score)
         theirs, _ = HTMLExporter(config=config).from_notebook_node(nb, dict(resources))
         assert compat.NO_ALT_TEXT in theirs
+        compiled.clear()
         ours, _ = exporter(config=config).from_notebook_node(nb, dict(resources))
+        assert score == 1 or compiled == []
         assert "jp-Notebook" not in ours
         assert str(BeautifulSoup(ours, features="html.parser")) == theirs
 
